@@ -1,0 +1,87 @@
+"""The paper's inference network: two ResNet-18 towers and a cosine map between them.
+
+Written from PAPER_FACTS.md (no torchvision): BasicBlock [2, 2, 2, 2], layer4 with stride 1, the
+vision tower on `conv1` (3 -> w), the audio tower on `conv1_a` (1 -> w). Parameter names match the
+released checkpoints so their state dicts load without renaming.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sslrt.config import ModelConfig
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.downsample = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNetTower(nn.Module):
+    """ResNet-18 trunk without pooling/fc. `in_channels` picks the stem: 3 -> `conv1`, 1 -> `conv1_a`."""
+
+    def __init__(self, cfg: ModelConfig, in_channels: int):
+        super().__init__()
+        w = cfg.width
+        self.stem_name = "conv1" if in_channels == 3 else "conv1_a"
+        setattr(self, self.stem_name, nn.Conv2d(in_channels, w, 7, 2, 3, bias=False))
+        self.bn1 = nn.BatchNorm2d(w)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        widths = [w, 2 * w, 4 * w, 8 * w]
+        in_ch = w
+        for i, (n, stride, out_ch) in enumerate(zip(cfg.blocks, cfg.strides, widths), start=1):
+            blocks = [BasicBlock(in_ch, out_ch, stride)] + [BasicBlock(out_ch, out_ch, 1) for _ in range(n - 1)]
+            setattr(self, f"layer{i}", nn.Sequential(*blocks))
+            in_ch = out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(getattr(self, self.stem_name)(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class SoundLocalizer(nn.Module):
+    """image (B,3,224,224), spectrogram (B,1,257,299) -> heatmap (B,1,14,14), cosine in [-1, 1]."""
+
+    def __init__(self, cfg: ModelConfig = ModelConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.imgnet = ResNetTower(cfg, 3)
+        self.audnet = ResNetTower(cfg, 1)
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.imgnet(image), dim=1)
+
+    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        a = F.adaptive_max_pool2d(self.audnet(audio), 1).flatten(1)
+        return F.normalize(a, dim=1)
+
+    @staticmethod
+    def cosine_map(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bchw,bc->bhw", v, a).unsqueeze(1)
+
+    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        return self.cosine_map(self.encode_image(image), self.encode_audio(audio))
+
+
+def create_model(cfg: ModelConfig = ModelConfig(), state_dict: dict | None = None) -> SoundLocalizer:
+    """Build the network in eval mode; load `state_dict` (already normalised by checkpoint.py)."""
+    model = SoundLocalizer(cfg)
+    if state_dict is not None:
+        model.load_state_dict(state_dict, strict=True)
+    return model.eval()
