@@ -1,0 +1,217 @@
+"""The `sslrt` command: one subcommand per job (export, run, demo, ...).
+
+Errors in the user's input end as one line on stderr and exit code 2 (see `main`); JSON goes to
+stdout alone, progress and warnings to stderr.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sslrt.errors import SslrtError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Sound source localization engine for the ICCV 2023 cross-modal alignment model.")
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _progress(msg: str) -> None:
+    # Steps of long work are shown to a person at a terminal; logs and pipes get only results/errors.
+    if sys.stderr.isatty():
+        _err(f"sslrt: {msg}...")
+
+
+def read_pairs_csv(path: str) -> list[tuple[str, str]]:
+    """`image,audio` per line (a header line `image,audio` is allowed); relative paths are relative to the CSV."""
+    if not os.path.isfile(path):
+        raise SslrtError(f"pairs file not found: {path}")
+    base = os.path.dirname(os.path.abspath(path))
+    pairs = []
+    with open(path, newline="") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            row = [c.strip() for c in row]
+            if not row or not any(row) or row[0].startswith("#"):
+                continue
+            if lineno == 1 and [c.lower() for c in row[:2]] == ["image", "audio"]:
+                continue
+            if len(row) < 2 or not row[0] or not row[1]:
+                raise SslrtError(f"{path}:{lineno}: expected 'image,audio', got {','.join(row)!r}")
+            pairs.append(tuple(os.path.join(base, c) for c in row[:2]))
+    if not pairs:
+        raise SslrtError(f"pairs file has no pairs: {path}")
+    for image, audio in pairs:
+        for p in (image, audio):
+            if not os.path.isfile(p):
+                raise SslrtError(f"{path}: file not found: {p}")
+    return pairs
+
+
+def _default_model() -> str:
+    from sslrt.demo import demo_model_dir
+
+    return demo_model_dir()
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="PyTorch checkpoint (.pth / .pth.tar) in any released layout."),
+    output: Path = typer.Option(None, "--output", "-o", help="Export directory (default: CHECKPOINT's name without suffix)."),
+    opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
+    simplify: bool = typer.Option(True, help="Simplify the graph with onnxslim where the result still matches."),
+    parity_pairs: Optional[Path] = typer.Option(None, help="CSV of image,audio pairs to measure parity on (default: generated inputs)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+):
+    """Export a checkpoint to ONNX (+ manifest.json with parity measured against PyTorch)."""
+    from sslrt.export.onnx import export_checkpoint
+
+    out = output or checkpoint.with_name(checkpoint.name.split(".")[0] + "_sslrt")
+    pairs = read_pairs_csv(str(parity_pairs)) if parity_pairs else None
+    exported = export_checkpoint(str(checkpoint), str(out), opset=opset, simplify=simplify, parity_pairs=pairs, progress=_progress)
+    if as_json:
+        print(json.dumps(exported.manifest, indent=2))
+        return
+    parity = exported.manifest["parity"]["onnx_fp32_vs_torch_fp32"]
+    cfg = exported.config
+    print(f"exported {checkpoint} (width {cfg.width}) -> {exported.directory}")
+    for key, art in exported.artifacts.items():
+        print(f"  {art['file']}: {key}, {art['bytes'] / 1e6:.1f} MB, opset {art.get('opset')}")
+    print(f"  parity vs PyTorch fp32: max abs {parity['max_abs']:.2e}, argmax agreement {parity['argmax_agreement']:.0%} "
+          f"on {parity['samples']} pairs ({'; '.join(parity['inputs'])})")
+
+
+@app.command()
+def run(
+    image: Optional[Path] = typer.Argument(None, help="Image file (JPEG, PNG, ...)."),
+    audio: Optional[Path] = typer.Argument(None, help="Audio file (wav, flac, ogg, mp3; any rate)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export directory or checkpoint (default: the shipped demo model)."),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="onnxruntime | torch"),
+    precision: str = typer.Option("fp32", help="fp32 (other precisions where the export has them)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Write the heatmap overlay PNG here (one pair)."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="CSV of image,audio per line: localize them all."),
+    save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="With --pairs: write one overlay PNG per pair here."),
+    batch_size: int = typer.Option(8, help="Pairs per engine call with --pairs."),
+    threads: Optional[int] = typer.Option(None, help="Intra-op threads of the engine (default: all cores)."),
+):
+    """Localize the sound of AUDIO in IMAGE (or of every pair in --pairs)."""
+    from sslrt.runtime.overlay import render_overlay, save_png
+    from sslrt.runtime.pipeline import Localizer
+
+    if pairs is not None:
+        if image is not None or audio is not None:
+            raise SslrtError("give either IMAGE AUDIO or --pairs, not both")
+        pair_list = read_pairs_csv(str(pairs))
+    elif image is None or audio is None:
+        raise SslrtError("give IMAGE and AUDIO (or --pairs FILE.csv)")
+    else:
+        pair_list = [(str(image), str(audio))]
+    if save is not None and len(pair_list) != 1:
+        raise SslrtError("--save writes one overlay; with --pairs use --save-dir")
+    if save_dir is not None and not save_dir.is_dir():
+        raise SslrtError(f"--save-dir folder does not exist: {save_dir}")
+    if batch_size < 1:
+        raise SslrtError("--batch-size must be >= 1")
+
+    localizer = Localizer.open(str(model) if model else _default_model(), backend=backend, precision=precision,
+                               threads=threads, progress=_progress)
+    results = []
+    overlays = []  # written only after every pair succeeded: a failed run leaves no partial output
+    with _progress_bar(len(pair_list) > 1) as bar:
+        task = bar.add_task("localizing", total=len(pair_list)) if bar else None
+        for res in localizer.localize_many(pair_list, batch_size=batch_size):
+            results.append(res)
+            for w in res.warnings:
+                _err(f"warning: {w}")
+            if save is not None or save_dir is not None:
+                from sslrt.preprocess import load_image
+
+                target = save if save is not None else save_dir / f"{Path(res.image).stem}__{Path(res.audio).stem}.png"
+                overlays.append((target, render_overlay(load_image(res.image), res.heatmap, res.bbox, res.peak)))
+            if bar:
+                bar.advance(task)
+    for target, picture in overlays:
+        save_png(target, picture)
+    if as_json:
+        if len(results) == 1 and pairs is None:
+            print(json.dumps(results[0].to_dict()))
+        else:
+            print(json.dumps({"backend": localizer.engine.backend, "precision": localizer.engine.precision,
+                              "count": len(results), "results": [r.to_dict() for r in results]}))
+    else:
+        for res in results:
+            print(res.summary())
+        for target, _ in overlays:
+            print(f"overlay: {target}")
+
+
+class _NoBar:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("sslrt_demo.png"), "--out", "-o", help="Where to write the overlay PNG."),
+    seed: int = typer.Option(7, help="Seed of the generated scene."),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="onnxruntime | torch"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
+):
+    """Localize a generated scene with the shipped demo model: no files, no network needed."""
+    from sslrt.demo import run_demo
+
+    report = run_demo(out, seed=seed, backend=backend)
+    if as_json:
+        print(json.dumps(report))
+        return
+    for line in report["lines"]:
+        print(line)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors -> one line on stderr, exit code 2; warnings -> one line each."""
+
+    def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+        _err(f"warning: {message}")
+
+    warnings.showwarning = _one_line_warning
+    try:
+        app(args=argv, prog_name="sslrt", standalone_mode=False)
+    except SslrtError as exc:
+        _err(f"error: {exc}")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # usage errors of the CLI framework
+        exit_code = getattr(exc, "exit_code", None)
+        if exit_code is not None and hasattr(exc, "format_message"):
+            _err(f"error: {exc.format_message()}")
+            sys.exit(exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

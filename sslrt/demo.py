@@ -1,0 +1,95 @@
+"""`sslrt demo`: the whole pipeline on the shipped demo model and a generated input, offline.
+
+The demo model lives in sslrt/assets/demo: a checkpoint in the released format and its ONNX
+export (so the demo needs no torch). Rebuild the export after replacing the checkpoint with
+`python -m sslrt.demo CHECKPOINT`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ASSETS = Path(__file__).resolve().parent / "assets" / "demo"
+DEMO_CHECKPOINT = ASSETS / "demo_sup.pth.tar"
+DEMO_EXPORT = ASSETS / "export"
+
+
+def demo_model_dir() -> str:
+    from sslrt.errors import SslrtError
+
+    if not (DEMO_EXPORT / "manifest.json").is_file():
+        raise SslrtError(f"the demo model is missing from this installation ({DEMO_EXPORT}); reinstall sslrt or pass --model")
+    return str(DEMO_EXPORT)
+
+
+def demo_model_info() -> dict:
+    info = ASSETS / "model_info.json"
+    return json.loads(info.read_text()) if info.is_file() else {"description": "sslrt demo model"}
+
+
+def demo_input(seed: int):
+    """(rgb, waveform, true box or None, description) of the demo's generated input."""
+    from sslrt.runtime.generated import generated_image, generated_waveform
+
+    return generated_image(seed), generated_waveform(seed), None, f"generated image and sound (seed {seed})"
+
+
+def run_demo(out: str | os.PathLike, seed: int = 7, backend: str = "onnxruntime") -> dict:
+    from sslrt.runtime.overlay import render_overlay, save_png
+    from sslrt.runtime.pipeline import Localizer
+
+    t0 = time.perf_counter()
+    rgb, wave, true_box, description = demo_input(seed)
+    localizer = Localizer.open(demo_model_dir(), backend=backend)
+    result = localizer.localize(rgb, wave)
+    picture = render_overlay(rgb, result.heatmap, result.bbox, result.peak)
+    if true_box is not None:
+        import cv2
+
+        x0, y0, x1, y1 = (int(v) for v in true_box)
+        cv2.rectangle(picture, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), 1)
+    save_png(out, picture)
+    info = demo_model_info()
+    x0, y0, x1, y1 = result.bbox
+    lines = [
+        f"model: {info['description']} ({DEMO_EXPORT})",
+        f"input: {description}, image {rgb.shape[1]}x{rgb.shape[0]}",
+        f"sound source: peak at ({result.peak[0]:.0f}, {result.peak[1]:.0f}) px, box [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}], "
+        f"score {result.score:.3f}",
+    ]
+    if true_box is not None:
+        lines.append(f"true box of the sounding object: {[int(v) for v in true_box]}")
+    t = result.timings_ms
+    lines += [
+        f"engine: {localizer.describe()}; preprocess {t['preprocess']:.1f} ms, inference {t['inference']:.1f} ms, "
+        f"postprocess {t['postprocess']:.1f} ms; total {time.perf_counter() - t0:.2f} s with loading",
+        f"overlay: {out}",
+    ]
+    return {"lines": lines, "model": info, "input": description, "true_box": true_box, "overlay": str(out),
+            "result": result.to_dict()}
+
+
+def rebuild_demo_export(checkpoint: str) -> None:
+    """Copy `checkpoint` into the assets and export it beside it, with a relative checkpoint path."""
+    from sslrt.export.atomic import write_json_atomic
+    from sslrt.export.onnx import export_checkpoint
+
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    if os.path.abspath(checkpoint) != str(DEMO_CHECKPOINT):
+        shutil.copyfile(checkpoint, DEMO_CHECKPOINT)
+    exported = export_checkpoint(str(DEMO_CHECKPOINT), str(DEMO_EXPORT), simplify=True)
+    manifest = exported.manifest
+    manifest["checkpoint"]["path"] = os.path.relpath(DEMO_CHECKPOINT, DEMO_EXPORT)
+    write_json_atomic(str(DEMO_EXPORT / "manifest.json"), manifest)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m sslrt.demo CHECKPOINT")
+    rebuild_demo_export(sys.argv[1])

@@ -1,0 +1,78 @@
+"""ONNX Runtime adapter (CPU, and CUDA where onnxruntime-gpu is installed)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from sslrt.engines.base import Engine, TensorSpec
+from sslrt.errors import BackendUnavailable, SslrtError
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
+
+
+class OnnxRuntimeEngine(Engine):
+    backend = "onnxruntime"
+
+    def __init__(self, onnx_path: str, precision: str = "fp32", providers: list[str] | None = None,
+                 threads: int | None = None) -> None:
+        super().__init__()
+        self.onnx_path = onnx_path
+        self.precision = precision
+        self._providers = providers
+        self._threads = threads
+        self._session = None
+
+    def load(self) -> None:
+        if self._session is not None:
+            return
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable("backend 'onnxruntime' needs onnxruntime: pip install onnxruntime") from None
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if self._threads:
+            opts.intra_op_num_threads = self._threads
+        providers = self._providers or ["CPUExecutionProvider"]
+        try:
+            self._session = ort.InferenceSession(self.onnx_path, sess_options=opts, providers=providers)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SslrtError(f"ONNX model cannot be loaded: {self.onnx_path}: {first[:200]}") from None
+        self._loaded = True
+
+    def _specs(self, nodes) -> list[TensorSpec]:
+        return [TensorSpec(n.name, tuple(d if isinstance(d, int) else None for d in n.shape), _ORT_TYPES.get(n.type, n.type))
+                for n in nodes]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        self.load()
+        return self._specs(self._session.get_inputs())
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        self.load()
+        return self._specs(self._session.get_outputs())
+
+    @property
+    def device(self) -> str:
+        if self._session is None:
+            return "?"
+        return "cuda" if self._session.get_providers()[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.load()
+        names = [o.name for o in self._session.get_outputs()]
+        values = self._session.run(names, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
+        return dict(zip(names, values))
+
+    def close(self) -> None:
+        self._session = None
+        super().close()
+
+
+def onnx_file_ok(path: str) -> bool:
+    return os.path.isfile(path) and os.path.getsize(path) > 0

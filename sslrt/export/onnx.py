@@ -1,0 +1,174 @@
+"""PyTorch checkpoint -> ONNX export directory (needs torch and onnx).
+
+One fused graph: image (B,3,224,224), audio (B,1,257,299) -> heatmap (B,1,14,14), batch dynamic.
+The export is checked (onnx.checker), simplified only where the simplified graph still matches
+the unsimplified one, and its parity against the PyTorch reference is measured and recorded.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import io
+import os
+import platform
+import warnings
+
+import numpy as np
+
+from sslrt import __version__
+from sslrt.config import (
+    IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD, INPUT_AUDIO, INPUT_IMAGE, OUTPUT_HEATMAP, SPEC_SHAPE,
+    CLIP_SECONDS, CROP_START, CROP_STOP, LOG_EPS, LOG_SCALE, NOVERLAP, NPERSEG, SAMPLE_RATE,
+)
+from sslrt.errors import BackendUnavailable, SslrtError
+from sslrt.export.atomic import staging_dir, write_json_atomic
+from sslrt.export.manifest import FORMAT, FORMAT_VERSION, MANIFEST, artifact_entry, read_export, sha256_file
+
+DEFAULT_OPSET = 17
+FUSED_ONNX = "sslrt.onnx"
+# The simplified graph must agree with the plain export this closely, or the plain one is kept.
+SIMPLIFY_TOLERANCE = 1e-5
+
+
+def preprocessing_settings() -> dict:
+    return {
+        "image": {"size": [IMAGE_SIZE, IMAGE_SIZE], "resize": "bicubic, align_corners=False, no antialias",
+                  "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD), "channel_order": "RGB"},
+        "audio": {"sample_rate": SAMPLE_RATE, "clip_seconds": CLIP_SECONDS, "crop": [CROP_START, CROP_STOP],
+                  "nperseg": NPERSEG, "noverlap": NOVERLAP, "log_eps": LOG_EPS, "log_scale": LOG_SCALE,
+                  "spectrogram_shape": list(SPEC_SHAPE)},
+    }
+
+
+def _require_export_deps():
+    try:
+        import onnx  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailable(f"export needs torch and onnx ({exc.name} is missing): "
+                                 "pip install torch==2.13.0 && pip install 'sslrt[export]'") from None
+
+
+def parity_inputs(n: int = 4, seed: int = 1234, pairs: list[tuple[str, str]] | None = None):
+    """Model inputs for the export-time parity check: the user's pairs if given, else generated ones."""
+    from sslrt.preprocess import audio_to_spectrogram, image_to_tensor, load_image, spectrogram_from_waveform
+    from sslrt.runtime.generated import generated_image, generated_waveform
+
+    if pairs:
+        images = [image_to_tensor(load_image(i)) for i, _ in pairs]
+        audios = [audio_to_spectrogram(a) for _, a in pairs]
+        source = [f"{os.path.basename(i)} + {os.path.basename(a)}" for i, a in pairs]
+    else:
+        images = [image_to_tensor(generated_image(seed + k)) for k in range(n)]
+        audios = [spectrogram_from_waveform(generated_waveform(seed + k)) for k in range(n)]
+        source = [f"generated pairs (seed {seed}, n={n})"]
+    return np.stack(images), np.stack(audios), source
+
+
+def _export_graph(model, path: str, opset: int) -> None:
+    import torch
+
+    image = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    audio = torch.zeros(2, 1, *SPEC_SHAPE)
+    batch = {0: "batch"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The TorchScript exporter: fast, quiet, and gives the plain Conv/Relu/MatMul graph that
+        # ONNX Runtime and TensorRT both optimise best.
+        torch.onnx.export(model, (image, audio), path, input_names=[INPUT_IMAGE, INPUT_AUDIO],
+                          output_names=[OUTPUT_HEATMAP], opset_version=opset, dynamo=False,
+                          dynamic_axes={INPUT_IMAGE: batch, INPUT_AUDIO: batch, OUTPUT_HEATMAP: batch})
+
+
+def _try_simplify(path: str, image: np.ndarray, audio: np.ndarray) -> bool:
+    """Replace `path` by its onnxslim-simplified graph if that graph gives the same heatmaps."""
+    try:
+        import onnxslim
+    except ImportError:
+        return False
+    from sslrt.engines.onnxruntime import OnnxRuntimeEngine
+    from sslrt.parity import compare_engines
+
+    slim_path = path + ".slim.onnx"
+    try:
+        # onnxslim prints a summary table on stdout, which belongs to the user's JSON.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            onnxslim.slim(path, slim_path)
+        stats = compare_engines(OnnxRuntimeEngine(path), OnnxRuntimeEngine(slim_path), image, audio)
+        if stats["max_abs"] > SIMPLIFY_TOLERANCE:
+            return False
+        os.replace(slim_path, path)
+        return True
+    except Exception:  # a simplifier failure only costs the simplification
+        return False
+    finally:
+        if os.path.exists(slim_path):
+            os.unlink(slim_path)
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"sslrt": __version__, "python": platform.python_version()}
+    for name in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim", "numpy", "scipy", "opencv-python-headless", "soundfile"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET, simplify: bool = True,
+                      parity_pairs: list[tuple[str, str]] | None = None, progress=None) -> "ExportedModel":
+    """Export `checkpoint` to `out_dir` (created or updated atomically) and return it, validated."""
+    _require_export_deps()
+    import onnx
+
+    from sslrt.engines.onnxruntime import OnnxRuntimeEngine
+    from sslrt.engines.torch import TorchEngine
+    from sslrt.model import load_checkpoint
+    from sslrt.parity import compare_engines
+
+    step = progress or (lambda msg: None)
+    if opset < 17:
+        raise SslrtError(f"opset {opset} is too old: sslrt exports opset >= 17")
+    checkpoint = os.path.abspath(checkpoint)
+    step("loading checkpoint")
+    model, cfg = load_checkpoint(checkpoint)
+    ckpt_sha = sha256_file(checkpoint)
+    image, audio, parity_source = parity_inputs(pairs=parity_pairs)
+
+    with staging_dir(out_dir) as stage:
+        onnx_path = os.path.join(stage, FUSED_ONNX)
+        step("exporting ONNX")
+        _export_graph(model, onnx_path, opset)
+        onnx.checker.check_model(onnx_path)
+        simplified = False
+        if simplify:
+            step("simplifying")
+            simplified = _try_simplify(onnx_path, image, audio)
+        step("measuring parity against the PyTorch reference")
+        reference = TorchEngine(checkpoint)
+        reference._model, reference._torch, reference.config = model, __import__("torch"), cfg  # reuse the loaded model
+        onnx_engine = OnnxRuntimeEngine(onnx_path)
+        parity = compare_engines(reference, onnx_engine, image, audio)
+        parity["inputs"] = parity_source
+        artifact = artifact_entry(stage, FUSED_ONNX, backend="onnxruntime", precision="fp32", opset=opset,
+                                  simplified=simplified,
+                                  inputs=[s.to_dict() for s in onnx_engine.inputs],
+                                  outputs=[s.to_dict() for s in onnx_engine.outputs])
+        onnx_engine.close()
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "checkpoint": {"path": checkpoint, "sha256": ckpt_sha, "bytes": os.path.getsize(checkpoint)},
+            "model": cfg.to_dict() | {"params": int(sum(p.numel() for p in model.parameters()))},
+            "preprocess": preprocessing_settings(),
+            "artifacts": {"onnx_fp32": artifact},
+            "parity": {"onnx_fp32_vs_torch_fp32": parity},
+            "versions": library_versions(),
+        }
+        write_json_atomic(os.path.join(stage, MANIFEST), manifest)
+    return read_export(out_dir)

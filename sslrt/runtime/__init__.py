@@ -1,0 +1,1 @@
+"""Files -> preprocess -> engine -> postprocess -> result. No torch on this path."""

@@ -1,0 +1,39 @@
+"""The picture a person looks at: the heatmap over the original image, with the box and the peak."""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from sslrt.errors import SslrtError
+from sslrt.export.atomic import atomic_path
+from sslrt.runtime.postprocess import minmax
+
+
+def render_overlay(rgb: np.ndarray, heatmap: np.ndarray, bbox: list[float], peak: list[float], alpha: float = 0.45) -> np.ndarray:
+    """RGB uint8 (H, W, 3) + raw (14, 14) heatmap -> BGR uint8 overlay, ready for cv2.imwrite."""
+    h, w = rgb.shape[:2]
+    norm = minmax(np.asarray(heatmap, dtype=np.float32)[None])[0]
+    up = cv2.resize(norm, (w, h), interpolation=cv2.INTER_CUBIC)
+    colour = cv2.applyColorMap(np.clip(up * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    out = cv2.addWeighted(bgr, 1 - alpha, colour, alpha, 0)
+    thick = max(2, round(min(h, w) / 200))
+    x0, y0, x1, y1 = (int(round(v)) for v in bbox)
+    cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), (255, 255, 255), thick)
+    cv2.drawMarker(out, (int(peak[0]), int(peak[1])), (255, 255, 255), cv2.MARKER_CROSS, 6 * thick, thick)
+    return out
+
+
+def save_png(path: str | os.PathLike, bgr: np.ndarray) -> None:
+    """Write atomically: a reader never sees half a PNG, a failure leaves none."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SslrtError(f"cannot write {path}: folder {folder} does not exist")
+    with atomic_path(path, suffix=".png") as tmp:
+        ok, data = cv2.imencode(".png", bgr)
+        if not ok:
+            raise SslrtError(f"could not encode the overlay for {path}")
+        data.tofile(tmp)

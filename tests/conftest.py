@@ -1,0 +1,137 @@
+"""Shared fixtures: the golden checkpoint of ../shared, its export, and tiny generated models."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SSLRT_SHARED", REPO.parent / "shared"))
+SAMPLES = SHARED / "samples"
+GOLDEN = SHARED / "golden"
+
+needs_shared = pytest.mark.skipif(not (GOLDEN / "golden_heatmaps.json").is_file(),
+                                  reason=f"../shared (golden heatmaps, real samples) not found at {SHARED}")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Checkpoint exports are cached per user; tests must neither read nor fill the real cache.
+    monkeypatch.setenv("SSLRT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def golden():
+    if not (GOLDEN / "golden_heatmaps.json").is_file():
+        pytest.skip(f"golden heatmaps not found under {GOLDEN}")
+    return json.loads((GOLDEN / "golden_heatmaps.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def golden_checkpoint(tmp_path_factory, golden):
+    """The paper-format checkpoint of ../shared/golden, rebuilt bit for bit by its own script."""
+    import torch
+
+    spec = importlib.util.spec_from_file_location("make_golden_checkpoint", GOLDEN / "make_golden_checkpoint.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    path = tmp_path_factory.mktemp("golden") / "golden.pth.tar"
+    torch.save({"epoch": 0, "model_state_dict": mod.build(), "optimizer_state_dict": {}}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden_export(tmp_path_factory, golden_checkpoint):
+    from sslrt.export.onnx import export_checkpoint
+
+    return export_checkpoint(str(golden_checkpoint), str(tmp_path_factory.mktemp("exports") / "golden"))
+
+
+def make_checkpoint(path, width: int = 4, seed: int = 0, layout: str = "released", prefix: str = "", extras: bool = True):
+    """A checkpoint of the paper's network at `width`, with randomised BatchNorm statistics."""
+    import torch
+
+    from sslrt.config import ModelConfig
+    from sslrt.model.network import SoundLocalizer
+
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, ref in SoundLocalizer(ModelConfig(width=width)).state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(0)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(ref.shape, generator=gen) * 1.5 + 0.5
+        elif key.endswith("running_mean"):
+            state[key] = torch.rand(ref.shape, generator=gen) - 0.5
+        elif ref.ndim == 1:
+            state[key] = torch.rand(ref.shape, generator=gen) + 0.5 if key.endswith("weight") else (torch.rand(ref.shape, generator=gen) - 0.5) * 0.4
+        else:
+            fan_in = ref[0].numel()
+            state[key] = torch.randn(ref.shape, generator=gen) * (2.0 / fan_in) ** 0.5
+    if extras:  # the training-only tensors of the released files, which inference must ignore
+        e = 8 * width
+        state.update({"img_proj.weight": torch.randn(e, e), "img_proj.bias": torch.zeros(e),
+                      "aud_proj.weight": torch.randn(e, e), "aud_proj.bias": torch.zeros(e),
+                      "vision_fc1.weight": torch.randn(e, 2 * e, 1, 1), "conv3.weight": torch.randn(1, 1, 1, 1),
+                      "norm3.weight": torch.ones(1), "imgnet.fc.weight": torch.randn(1000, e),
+                      "audnet.conv1_flow.weight": torch.randn(width, 6, 7, 7)})
+    state = {prefix + k: v for k, v in state.items()}
+    if layout == "released":
+        obj = {"epoch": 3, "model_state_dict": state, "optimizer_state_dict": {}}
+    elif layout == "model":
+        obj = {"model": state, "epoch": 3}
+    else:
+        obj = state
+    torch.save(obj, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("tiny") / "tiny.pth.tar", width=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_checkpoint):
+    from sslrt.export.onnx import export_checkpoint
+
+    return export_checkpoint(str(tiny_checkpoint), str(tmp_path_factory.mktemp("exports") / "tiny"))
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory):
+    """Small generated inputs on disk: an image, a 16 kHz wav, a 44.1 kHz stereo flac, a short ogg."""
+    import cv2
+    import soundfile as sf
+
+    from sslrt.runtime.generated import generated_image, generated_waveform
+
+    d = tmp_path_factory.mktemp("media")
+    rgb = generated_image(3, (120, 160))
+    cv2.imwrite(str(d / "scene.jpg"), rgb[:, :, ::-1])
+    cv2.imwrite(str(d / "scene.png"), rgb[:, :, ::-1])
+    wave = generated_waveform(3, 4.0)
+    sf.write(d / "sound.wav", wave, 16000, subtype="PCM_16")
+    t = np.arange(int(44100 * 2.5)) / 44100
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.1 * np.sin(2 * np.pi * 220 * t)], axis=1)
+    sf.write(d / "stereo44k.flac", stereo, 44100)
+    sf.write(d / "short.ogg", wave[:8000], 16000)
+    return d
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run the console entry point in-process; returns (exit code, stdout, stderr)."""
+    from sslrt.cli import main
+
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
