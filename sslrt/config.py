@@ -33,6 +33,11 @@ EPSILON2 = 0.4
 INPUT_IMAGE = "image"
 INPUT_AUDIO = "audio"
 OUTPUT_HEATMAP = "heatmap"
+# The encoder graphs, exported beside the fused one so a workload that repeats an image (several
+# sounds on one picture) or a sound runs each encoder once per distinct input.
+OUTPUT_IMAGE_EMBEDDING = "image_embedding"  # (B, C, 14, 14), L2-normalised over C
+OUTPUT_AUDIO_EMBEDDING = "audio_embedding"  # (B, C), L2-normalised
+GRAPHS = ("fused", "vision", "audio")
 
 
 @dataclass(frozen=True)

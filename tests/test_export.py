@@ -63,7 +63,9 @@ def test_reexport_replaces_files_manifest_last(tmp_path, tiny_checkpoint):
     first = export_checkpoint(str(tiny_checkpoint), str(out), simplify=False)
     second = export_checkpoint(str(tiny_checkpoint), str(out), simplify=True)
     assert read_export(str(out)).manifest["created"] == second.manifest["created"]
-    assert sorted(os.listdir(out)) == ["manifest.json", "sslrt.onnx"]
+    files = sorted(a["file"] for a in second.artifacts.values())
+    assert files == ["sslrt.onnx", "sslrt_fp32_audio.onnx", "sslrt_fp32_vision.onnx"]
+    assert sorted(os.listdir(out)) == sorted(files + ["manifest.json"])
     assert first.directory == second.directory
 
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from sslrt import __version__
 from sslrt.config import (
-    IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD, INPUT_AUDIO, INPUT_IMAGE, OUTPUT_HEATMAP, SPEC_SHAPE,
+    IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD, INPUT_AUDIO, INPUT_IMAGE, OUTPUT_AUDIO_EMBEDDING, OUTPUT_HEATMAP,
+    OUTPUT_IMAGE_EMBEDDING, SPEC_SHAPE,
     CLIP_SECONDS, CROP_START, CROP_STOP, LOG_EPS, LOG_SCALE, NOVERLAP, NPERSEG, SAMPLE_RATE,
 )
 from sslrt.errors import BackendUnavailable, SslrtError
@@ -25,7 +26,6 @@ from sslrt.export.atomic import staging_dir, write_json_atomic
 from sslrt.export.manifest import FORMAT, FORMAT_VERSION, MANIFEST, artifact_entry, read_export, sha256_file
 
 DEFAULT_OPSET = 17
-FUSED_ONNX = "sslrt.onnx"
 # The simplified graph must agree with the plain export this closely, or the plain one is kept.
 SIMPLIFY_TOLERANCE = 1e-5
 
@@ -65,29 +65,31 @@ def parity_inputs(n: int = 4, seed: int = 1234, pairs: list[tuple[str, str]] | N
     return np.stack(images), np.stack(audios), source
 
 
-def _export_graph(model, path: str, opset: int) -> None:
+def _export_graph(model, path: str, opset: int, graph: str = "fused") -> None:
     import torch
 
-    image = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    audio = torch.zeros(2, 1, *SPEC_SHAPE)
+    from sslrt.graphs import GRAPH_IO, INPUT_SHAPES
+    from sslrt.model.network import graph_module
+
+    inputs, outputs = GRAPH_IO[graph]
+    dummies = tuple(torch.zeros(2, *INPUT_SHAPES[name]) for name in inputs)
     batch = {0: "batch"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # The TorchScript exporter: fast, quiet, and gives the plain Conv/Relu/MatMul graph that
         # ONNX Runtime and TensorRT both optimise best.
-        torch.onnx.export(model, (image, audio), path, input_names=[INPUT_IMAGE, INPUT_AUDIO],
-                          output_names=[OUTPUT_HEATMAP], opset_version=opset, dynamo=False,
-                          dynamic_axes={INPUT_IMAGE: batch, INPUT_AUDIO: batch, OUTPUT_HEATMAP: batch})
+        torch.onnx.export(graph_module(model, graph), dummies, path, input_names=list(inputs),
+                          output_names=list(outputs), opset_version=opset, dynamo=False,
+                          dynamic_axes={name: batch for name in (*inputs, *outputs)})
 
 
-def _try_simplify(path: str, image: np.ndarray, audio: np.ndarray) -> bool:
-    """Replace `path` by its onnxslim-simplified graph if that graph gives the same heatmaps."""
+def _try_simplify(path: str, feeds: dict[str, np.ndarray]) -> bool:
+    """Replace `path` by its onnxslim-simplified graph if that graph gives the same outputs."""
     try:
         import onnxslim
     except ImportError:
         return False
     from sslrt.engines.onnxruntime import OnnxRuntimeEngine
-    from sslrt.parity import compare_engines
 
     slim_path = path + ".slim.onnx"
     try:
@@ -95,8 +97,8 @@ def _try_simplify(path: str, image: np.ndarray, audio: np.ndarray) -> bool:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             onnxslim.slim(path, slim_path)
-        stats = compare_engines(OnnxRuntimeEngine(path), OnnxRuntimeEngine(slim_path), image, audio)
-        if stats["max_abs"] > SIMPLIFY_TOLERANCE:
+        plain, slim = OnnxRuntimeEngine(path).run(feeds), OnnxRuntimeEngine(slim_path).run(feeds)
+        if any(np.abs(plain[k] - slim[k]).max() > SIMPLIFY_TOLERANCE for k in plain):
             return False
         os.replace(slim_path, path)
         return True
@@ -105,6 +107,10 @@ def _try_simplify(path: str, image: np.ndarray, audio: np.ndarray) -> bool:
     finally:
         if os.path.exists(slim_path):
             os.unlink(slim_path)
+
+
+def onnx_filename(precision: str, graph: str) -> str:
+    return "sslrt.onnx" if (precision, graph) == ("fp32", "fused") else f"sslrt_{precision}_{graph}.onnx".replace("_fused", "")
 
 
 def library_versions() -> dict:
@@ -120,15 +126,22 @@ def library_versions() -> dict:
 
 
 def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET, simplify: bool = True,
-                      parity_pairs: list[tuple[str, str]] | None = None, progress=None) -> "ExportedModel":
-    """Export `checkpoint` to `out_dir` (created or updated atomically) and return it, validated."""
+                      parity_pairs: list[tuple[str, str]] | None = None, encoders: bool = True,
+                      progress=None) -> "ExportedModel":
+    """Export `checkpoint` to `out_dir` (created or updated atomically) and return it, validated.
+
+    Writes the fused graph (image, audio -> heatmap) and, with `encoders`, the vision and audio
+    graphs that let the runtime reuse an image's or a sound's embedding.
+    """
     _require_export_deps()
     import onnx
+    import torch
 
     from sslrt.engines.onnxruntime import OnnxRuntimeEngine
     from sslrt.engines.torch import TorchEngine
+    from sslrt.graphs import GRAPH_IO, artifact_key, cosine_map
     from sslrt.model import load_checkpoint
-    from sslrt.parity import compare_engines
+    from sslrt.parity import compare_engines, heatmap_agreement
 
     step = progress or (lambda msg: None)
     if opset < 17:
@@ -138,27 +151,33 @@ def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET,
     model, cfg = load_checkpoint(checkpoint)
     ckpt_sha = sha256_file(checkpoint)
     image, audio, parity_source = parity_inputs(pairs=parity_pairs)
+    feeds = {INPUT_IMAGE: image[:2], INPUT_AUDIO: audio[:2]}
+    reference = TorchEngine.from_model(model, checkpoint)
+    graphs = ("fused", "vision", "audio") if encoders else ("fused",)
 
     with staging_dir(out_dir) as stage:
-        onnx_path = os.path.join(stage, FUSED_ONNX)
-        step("exporting ONNX")
-        _export_graph(model, onnx_path, opset)
-        onnx.checker.check_model(onnx_path)
-        simplified = False
-        if simplify:
-            step("simplifying")
-            simplified = _try_simplify(onnx_path, image, audio)
+        artifacts, engines = {}, {}
+        for graph in graphs:
+            filename = onnx_filename("fp32", graph)
+            path = os.path.join(stage, filename)
+            step(f"exporting ONNX ({graph} graph)")
+            _export_graph(model, path, opset, graph)
+            onnx.checker.check_model(path)
+            inputs = {k: feeds[k] for k in GRAPH_IO[graph][0]}
+            simplified = simplify and _try_simplify(path, inputs)
+            engines[graph] = engine = OnnxRuntimeEngine(path)
+            artifacts[artifact_key("onnx", "fp32", graph)] = artifact_entry(
+                stage, filename, backend="onnxruntime", precision="fp32", graph=graph, opset=opset, simplified=simplified,
+                inputs=[s.to_dict() for s in engine.inputs], outputs=[s.to_dict() for s in engine.outputs])
         step("measuring parity against the PyTorch reference")
-        reference = TorchEngine(checkpoint)
-        reference._model, reference._torch, reference.config = model, __import__("torch"), cfg  # reuse the loaded model
-        onnx_engine = OnnxRuntimeEngine(onnx_path)
-        parity = compare_engines(reference, onnx_engine, image, audio)
-        parity["inputs"] = parity_source
-        artifact = artifact_entry(stage, FUSED_ONNX, backend="onnxruntime", precision="fp32", opset=opset,
-                                  simplified=simplified,
-                                  inputs=[s.to_dict() for s in onnx_engine.inputs],
-                                  outputs=[s.to_dict() for s in onnx_engine.outputs])
-        onnx_engine.close()
+        parity = {"onnx_fp32_vs_torch_fp32": compare_engines(reference, engines["fused"], image, audio) | {"inputs": parity_source}}
+        if encoders:
+            v = engines["vision"].run({INPUT_IMAGE: image})[OUTPUT_IMAGE_EMBEDDING]
+            a = engines["audio"].run({INPUT_AUDIO: audio})[OUTPUT_AUDIO_EMBEDDING]
+            ref = reference.run({INPUT_IMAGE: image, INPUT_AUDIO: audio})[OUTPUT_HEATMAP]
+            parity["onnx_fp32_encoders_vs_torch_fp32"] = heatmap_agreement(ref, cosine_map(v, a)) | {"inputs": parity_source}
+        for engine in engines.values():
+            engine.close()
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -166,8 +185,8 @@ def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET,
             "checkpoint": {"path": checkpoint, "sha256": ckpt_sha, "bytes": os.path.getsize(checkpoint)},
             "model": cfg.to_dict() | {"params": int(sum(p.numel() for p in model.parameters()))},
             "preprocess": preprocessing_settings(),
-            "artifacts": {"onnx_fp32": artifact},
-            "parity": {"onnx_fp32_vs_torch_fp32": parity},
+            "artifacts": artifacts,
+            "parity": parity,
             "versions": library_versions(),
         }
         write_json_atomic(os.path.join(stage, MANIFEST), manifest)

@@ -81,6 +81,37 @@ class SoundLocalizer(nn.Module):
         return self.cosine_map(self.encode_image(image), self.encode_audio(audio))
 
 
+class VisionEncoder(nn.Module):
+    """image -> image_embedding: the vision half of a SoundLocalizer, as its own exportable graph."""
+
+    def __init__(self, model: SoundLocalizer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(image)
+
+
+class AudioEncoder(nn.Module):
+    """audio -> audio_embedding: the audio half of a SoundLocalizer."""
+
+    def __init__(self, model: SoundLocalizer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_audio(audio)
+
+
+def graph_module(model: SoundLocalizer, graph: str) -> nn.Module:
+    """The module computing one of config.GRAPHS, in eval mode.
+
+    A wrapper must be in eval mode itself: torch.onnx.export restores the wrapper's training flag
+    after exporting, recursively, which would switch the shared model to batch statistics.
+    """
+    return {"fused": model, "vision": VisionEncoder(model), "audio": AudioEncoder(model)}[graph].eval()
+
+
 def create_model(cfg: ModelConfig = ModelConfig(), state_dict: dict | None = None) -> SoundLocalizer:
     """Build the network in eval mode; load `state_dict` (already normalised by checkpoint.py)."""
     model = SoundLocalizer(cfg)

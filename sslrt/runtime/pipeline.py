@@ -1,16 +1,21 @@
 """The runtime: (image, audio) -> Localization, one pair or many, on any engine."""
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 import time
 import warnings
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from sslrt.config import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_HEATMAP
-from sslrt.engines import Engine, create_engine
+from sslrt.config import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_AUDIO_EMBEDDING, OUTPUT_HEATMAP, OUTPUT_IMAGE_EMBEDDING
+from sslrt.engines import Engine, available_graphs, create_engine
+from sslrt.graphs import cosine_map
 from sslrt.errors import SslrtError
 from sslrt.export.source import ModelSource
 from sslrt.preprocess import image_to_tensor, load_audio, load_image, spectrogram_from_waveform
@@ -62,9 +67,13 @@ class Localization:
 
 @dataclass
 class PreparedPair:
-    image_tensor: np.ndarray
-    spectrogram: np.ndarray
-    rgb: np.ndarray
+    """One pair after decoding and transforms. A tensor is None where its embedding is cached."""
+
+    image_key: object
+    audio_key: object
+    image_tensor: np.ndarray | None
+    spectrogram: np.ndarray | None
+    image_size: tuple[int, int]
     image: str | None
     audio: str | None
     warnings: list[str]
@@ -75,78 +84,209 @@ def _name(x) -> str | None:
     return os.fspath(x) if isinstance(x, (str, os.PathLike)) else None
 
 
-def prepare_pair(image, audio) -> PreparedPair:
-    """Decode and transform one pair; silent audio is kept, with a warning recorded."""
+def input_key(x) -> object:
+    """Identity of an input for the embedding cache: a file by path, size and mtime; an array by content."""
+    if isinstance(x, (str, os.PathLike)):
+        path = os.path.abspath(os.fspath(x))
+        try:
+            st = os.stat(path)
+        except OSError:
+            return ("file", path)  # the loader reports the missing file
+        return ("file", path, st.st_size, st.st_mtime_ns)
+    if isinstance(x, tuple):
+        return ("wave", input_key(x[0]), x[1])
+    arr = np.ascontiguousarray(x)
+    return ("array", arr.shape, str(arr.dtype), hashlib.blake2b(arr.data, digest_size=16).hexdigest())
+
+
+class EmbeddingCache:
+    """A small LRU of (embedding, extra) by input key: a second sound on a seen image skips the
+    image's decoding, preprocessing and vision encoder."""
+
+    def __init__(self, capacity: int = 64):
+        self.capacity = capacity
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        return None
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+
+def _prepare_audio(audio) -> tuple[np.ndarray, str]:
+    if isinstance(audio, (str, os.PathLike)):
+        samples, sr = load_audio(audio)
+        name = os.fspath(audio)
+    elif isinstance(audio, tuple):
+        (samples, sr), name = audio, "audio"
+    else:
+        samples, sr, name = audio, 16000, "audio"
+    return spectrogram_from_waveform(samples, sr, name=name), name
+
+
+def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
+                 audio_cache: EmbeddingCache | None = None) -> PreparedPair:
+    """Decode and transform one pair, skipping what the caches already hold; silent audio is kept,
+    with a warning recorded."""
     t0 = time.perf_counter()
+    image_key, audio_key = input_key(image), input_key(audio)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rgb = load_image(image) if isinstance(image, (str, os.PathLike)) else image
-        tensor = image_to_tensor(rgb)
-        if isinstance(audio, (str, os.PathLike)):
-            samples, sr = load_audio(audio)
-            name = os.fspath(audio)
-        elif isinstance(audio, tuple):
-            samples, sr = audio
-            name = "audio"
+        cached_image = image_cache.get(image_key) if image_cache else None
+        if cached_image is not None:
+            tensor, size = None, cached_image[1]
         else:
-            samples, sr, name = audio, 16000, "audio"
-        spec = spectrogram_from_waveform(samples, sr, name=name)
-    return PreparedPair(tensor, spec, rgb, _name(image), _name(audio), [str(w.message) for w in caught],
+            rgb = load_image(image) if isinstance(image, (str, os.PathLike)) else image
+            tensor, size = image_to_tensor(rgb), tuple(np.shape(rgb)[:2])
+        cached_audio = audio_cache.get(audio_key) if audio_cache else None
+        if cached_audio is not None:
+            spec = None
+            caught_audio = cached_audio[1]
+        else:
+            spec, _ = _prepare_audio(audio)
+            caught_audio = None
+    messages = [str(w.message) for w in caught] + (list(caught_audio) if caught_audio else [])
+    return PreparedPair(image_key, audio_key, tensor, spec, size, _name(image), _name(audio), messages,
                         (time.perf_counter() - t0) * 1e3)
 
 
-class Localizer:
-    """An engine plus the paper's pre- and postprocessing. Build with `sslrt.load(...)`."""
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
-    def __init__(self, engine: Engine, source: ModelSource | None = None):
-        self.engine = engine
+
+class Localizer:
+    """Engines plus the paper's pre- and postprocessing. Build with `sslrt.load(...)`.
+
+    With encoder graphs (`vision`, `audio`) the heatmap is computed from embeddings, each encoder
+    runs once per distinct input of a batch, and recent embeddings are cached; with only the
+    fused graph every pair runs whole.
+    """
+
+    def __init__(self, engines: dict[str, Engine], source: ModelSource | None = None, cache_size: int = 64):
+        if "fused" not in engines and not {"vision", "audio"} <= set(engines):
+            raise ValueError("a Localizer needs the fused graph or both encoder graphs")
+        self.engines = engines
         self.source = source
+        self.split = {"vision", "audio"} <= set(engines)
+        self.image_cache = EmbeddingCache(cache_size) if self.split else None
+        self.audio_cache = EmbeddingCache(cache_size) if self.split else None
 
     @classmethod
     def open(cls, model, backend: str = "onnxruntime", precision: str = "fp32", threads: int | None = None,
-             progress=None) -> "Localizer":
+             progress=None, reuse_embeddings: bool = True) -> "Localizer":
         source = model if isinstance(model, ModelSource) else ModelSource.from_path(model)
-        return cls(create_engine(backend, source, precision=precision, threads=threads, progress=progress), source)
+        # The fused graph first: it also triggers the export of a checkpoint, with its progress.
+        fused = create_engine(backend, source, precision=precision, threads=threads, progress=progress)
+        graphs = available_graphs(backend, source, precision) if reuse_embeddings else ("fused",)
+        if {"vision", "audio"} <= set(graphs):
+            fused.close()
+            engines = {g: create_engine(backend, source, precision=precision, threads=threads, graph=g) for g in ("vision", "audio")}
+        else:
+            engines = {"fused": fused}
+        return cls(engines, source)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine that names the backend and precision (all graphs share them)."""
+        return next(iter(self.engines.values()))
 
     def describe(self) -> str:
-        return self.engine.describe()
+        graphs = "encoders + cosine map" if self.split else "fused graph"
+        return f"{self.engine.describe()} ({graphs})"
 
     def localize(self, image: ImageInput, audio: AudioInput) -> Localization:
         """One pair; `image` is a path or an RGB uint8 array, `audio` a path, a 16 kHz waveform or (waveform, rate)."""
-        return next(self.localize_many([(image, audio)], batch_size=1))
+        return next(self.localize_many([(image, audio)], batch_size=1, workers=0))
+
+    def _heatmaps(self, batch: list[PreparedPair]) -> np.ndarray:
+        if not self.split:
+            feeds = {INPUT_IMAGE: np.stack([p.image_tensor for p in batch]), INPUT_AUDIO: np.stack([p.spectrogram for p in batch])}
+            return self.engines["fused"].run(feeds)[OUTPUT_HEATMAP]
+        image_emb = self._embed(batch, "image_key", "image_tensor", self.image_cache, "vision", INPUT_IMAGE,
+                                OUTPUT_IMAGE_EMBEDDING, lambda p: p.image_size)
+        audio_emb = self._embed(batch, "audio_key", "spectrogram", self.audio_cache, "audio", INPUT_AUDIO,
+                                OUTPUT_AUDIO_EMBEDDING, lambda p: tuple(w for w in p.warnings if "audio" in w))
+        return cosine_map(np.stack([image_emb[p.image_key] for p in batch]), np.stack([audio_emb[p.audio_key] for p in batch]))
+
+    def _embed(self, batch, key_attr, tensor_attr, cache, graph, input_name, output_name, extra) -> dict:
+        """Embeddings of the batch's distinct inputs: cached ones looked up, the others run once each."""
+        found, todo = {}, {}
+        for p in batch:
+            key = getattr(p, key_attr)
+            if key in found or key in todo:
+                continue
+            hit = cache.get(key)
+            if hit is not None:
+                found[key] = hit[0]
+            elif getattr(p, tensor_attr) is not None:
+                todo[key] = p
+            else:  # evicted between preparation and now: cannot happen with one consumer, but be safe
+                raise RuntimeError("embedding cache miss for a prepared-without-tensor input")
+        if todo:
+            out = self.engines[graph].run({input_name: np.stack([getattr(p, tensor_attr) for p in todo.values()])})[output_name]
+            for (key, p), emb in zip(todo.items(), out):
+                found[key] = emb
+                cache.put(key, (emb, extra(p)))
+        return found
 
     def run_prepared(self, batch: list[PreparedPair]) -> list[Localization]:
         t0 = time.perf_counter()
-        feeds = {INPUT_IMAGE: np.stack([p.image_tensor for p in batch]), INPUT_AUDIO: np.stack([p.spectrogram for p in batch])}
-        heatmaps = self.engine.run(feeds)[OUTPUT_HEATMAP]
+        heatmaps = self._heatmaps(batch)
         t1 = time.perf_counter()
         if not np.isfinite(heatmaps).all():
             raise SslrtError("the engine produced NaN or infinite heatmaps: the model's weights or engine are broken")
-        located = localize_heatmaps(heatmaps, [p.rgb.shape[:2] for p in batch])
+        located = localize_heatmaps(heatmaps, [p.image_size for p in batch])
         t2 = time.perf_counter()
         n = len(batch)
-        results = []
-        for p, h, loc in zip(batch, heatmaps, located):
-            results.append(Localization(
-                heatmap=h.reshape(h.shape[-2:]), score=loc["score"], peak=loc["peak"], bbox=loc["bbox"],
-                image_size=tuple(p.rgb.shape[:2]), backend=self.engine.backend, precision=self.engine.precision,
-                timings_ms={"preprocess": p.preprocess_ms, "inference": (t1 - t0) * 1e3 / n, "postprocess": (t2 - t1) * 1e3 / n},
-                image=p.image, audio=p.audio, warnings=p.warnings))
-        return results
+        engine = self.engine
+        return [Localization(
+            heatmap=h.reshape(h.shape[-2:]), score=loc["score"], peak=loc["peak"], bbox=loc["bbox"],
+            image_size=p.image_size, backend=engine.backend, precision=engine.precision,
+            timings_ms={"preprocess": p.preprocess_ms, "inference": (t1 - t0) * 1e3 / n, "postprocess": (t2 - t1) * 1e3 / n},
+            image=p.image, audio=p.audio, warnings=p.warnings) for p, h, loc in zip(batch, heatmaps, located)]
 
-    def localize_many(self, pairs: Iterable[tuple], batch_size: int = 8) -> Iterator[Localization]:
-        """Pairs in, results out in the same order, `batch_size` pairs per engine call."""
-        batch: list[PreparedPair] = []
-        for image, audio in pairs:
-            batch.append(prepare_pair(image, audio))
-            if len(batch) == batch_size:
-                yield from self.run_prepared(batch)
-                batch = []
-        if batch:
-            yield from self.run_prepared(batch)
+    def localize_many(self, pairs: Iterable[tuple], batch_size: int = 8, workers: int = 1) -> Iterator[Localization]:
+        """Pairs in, results out in the same order, `batch_size` pairs per engine call.
+
+        With `workers` > 0, decoding and preprocessing of the next batches run in a thread pool
+        while the engine runs the current one (OpenCV, NumPy, SciPy and the engines release the GIL).
+        """
+        prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache)  # noqa: E731
+        if workers <= 0:
+            for batch in _batches(pairs, batch_size):
+                yield from self.run_prepared([prepare(pair) for pair in batch])
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: deque = deque()
+            batches = _batches(pairs, batch_size)
+            lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
+            for batch in batches:
+                pending.append([pool.submit(prepare, pair) for pair in batch])
+                if len(pending) > lookahead:
+                    yield from self.run_prepared([f.result() for f in pending.popleft()])
+            while pending:
+                yield from self.run_prepared([f.result() for f in pending.popleft()])
 
     def close(self) -> None:
-        self.engine.close()
+        for engine in self.engines.values():
+            engine.close()
 
     def __enter__(self) -> "Localizer":
         return self

@@ -1,0 +1,76 @@
+"""The runtime: split (encoders) and fused paths agree, and shared inputs are encoded once."""
+import numpy as np
+
+import sslrt
+from sslrt.engines import create_engine
+from sslrt.export.source import ModelSource
+from sslrt.runtime.pipeline import Localizer
+
+
+class CountingEngine:
+    """Wraps a real engine and records the batch size of every call."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+        self.backend, self.precision = engine.backend, engine.precision
+
+    def run(self, feeds):
+        self.calls.append(len(next(iter(feeds.values()))))
+        return self.engine.run(feeds)
+
+    def describe(self):
+        return self.engine.describe()
+
+    def close(self):
+        self.engine.close()
+
+
+def _split_localizer(export_dir):
+    source = ModelSource.from_path(export_dir)
+    return Localizer({g: CountingEngine(create_engine("onnxruntime", source, graph=g)) for g in ("vision", "audio")}, source)
+
+
+def test_split_and_fused_paths_agree(tiny_export, media):
+    pairs = [(media / "scene.jpg", media / "sound.wav"), (media / "scene.png", media / "stereo44k.flac")]
+    fused = Localizer.open(tiny_export.directory, reuse_embeddings=False)
+    split = sslrt.load(tiny_export.directory)
+    assert not fused.split and split.split
+    for a, b in zip(fused.localize_many(pairs), split.localize_many(pairs)):
+        assert np.abs(a.heatmap - b.heatmap).max() <= 1e-5
+        assert a.bbox == b.bbox and a.peak == b.peak
+
+
+def test_each_distinct_input_is_encoded_once(tiny_export, media):
+    loc = _split_localizer(tiny_export.directory)
+    img = media / "scene.jpg"
+    sounds = [media / "sound.wav", media / "stereo44k.flac", media / "short.ogg"]
+    results = list(loc.localize_many([(img, s) for s in sounds], batch_size=8))
+    assert loc.engines["vision"].calls == [1] and loc.engines["audio"].calls == [3]
+    # interactive use: another call with the same image and a known sound runs no encoder at all
+    again = loc.localize(img, sounds[1])
+    assert loc.engines["vision"].calls == [1] and loc.engines["audio"].calls == [3]
+    assert np.array_equal(again.heatmap, results[1].heatmap)
+
+
+def test_arrays_are_cached_by_content(tiny_export, media):
+    from sslrt.preprocess import load_image
+
+    loc = _split_localizer(tiny_export.directory)
+    rgb = load_image(media / "scene.jpg")
+    wave = np.sin(np.arange(16000 * 3) / 10.0) * 0.2
+    loc.localize(rgb, wave)
+    loc.localize(rgb.copy(), wave * 0.5)  # same image content, different sound
+    assert loc.engines["vision"].calls == [1] and loc.engines["audio"].calls == [1, 1]
+    rgb2 = rgb.copy()
+    rgb2[0, 0, 0] ^= 1
+    loc.localize(rgb2, wave)
+    assert loc.engines["vision"].calls == [1, 1]
+
+
+def test_pipelined_and_sequential_runs_give_the_same_results(tiny_export, media):
+    pairs = [(media / "scene.jpg", media / "sound.wav"), (media / "scene.png", media / "short.ogg")] * 5
+    loc = Localizer.open(tiny_export.directory, reuse_embeddings=False)
+    seq = [r.heatmap for r in loc.localize_many(pairs, batch_size=3, workers=0)]
+    par = [r.heatmap for r in loc.localize_many(pairs, batch_size=3, workers=2)]
+    assert len(seq) == len(par) == 10
+    assert all(np.array_equal(a, b) for a, b in zip(seq, par))
