@@ -95,8 +95,21 @@ class FileIndex:
             raise SslrtError(f"dataset folder not found: {self.root}")
         by_name: dict[str, list[str]] = defaultdict(list)
         dirs: dict[str, list[str]] = defaultdict(list)
+        seen_links: set[str] = set()
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
-            dirnames.sort()
+            # Linked folders are followed (datasets are often assembled from links), but a link
+            # back to a folder above it, or a second link to the same folder, is not.
+            keep = []
+            for d in sorted(dirnames):
+                full = os.path.join(dirpath, d)
+                if os.path.islink(full):
+                    target = os.path.realpath(full)
+                    here = os.path.realpath(dirpath)
+                    if target in seen_links or here == target or here.startswith(target + os.sep):
+                        continue
+                    seen_links.add(target)
+                keep.append(d)
+            dirnames[:] = keep
             for d in dirnames:
                 dirs[d].append(os.path.join(dirpath, d))
             for name in filenames:
@@ -151,8 +164,8 @@ def load_json(path: Path) -> object:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SslrtError(f"{path}: not a readable JSON annotation file ({_one_line(exc)})") from None
+        raise SslrtError(f"{path}: not a readable JSON annotation file ({error_line(exc)})") from None
 
 
-def _one_line(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

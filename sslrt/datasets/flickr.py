@@ -11,7 +11,7 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from sslrt.datasets.common import DatasetReading, FileIndex, Sample, _one_line, find_annotation
+from sslrt.datasets.common import DatasetReading, FileIndex, Sample, error_line, find_annotation
 from sslrt.errors import SslrtError
 
 ANNOTATION_NAMES = ("flickr_test.csv",)
@@ -24,7 +24,7 @@ def read_flickr_test_list(path: Path) -> list[str]:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SslrtError(f"{path}: not a readable test list ({_one_line(exc)})") from None
+        raise SslrtError(f"{path}: not a readable test list ({error_line(exc)})") from None
     ids = [row[0].strip() for row in rows if row and row[0].strip()]
     if not ids:
         raise SslrtError(f"{path}: the test list names no clips")
@@ -41,7 +41,7 @@ def parse_flickr_boxes(path: str | os.PathLike) -> list[tuple[int, int, int, int
     try:
         root = ET.parse(path).getroot()
     except (OSError, ET.ParseError) as exc:
-        raise SslrtError(f"{path}: not a readable XML annotation ({_one_line(exc)})") from None
+        raise SslrtError(f"{path}: not a readable XML annotation ({error_line(exc)})") from None
     boxes = []
     for bbox in root.iter("bbox"):
         children = list(bbox)

@@ -48,6 +48,19 @@ class IS3Sample(NamedTuple):
     box: Sequence[float]
 
 
+def _as_sample(item, kind: type) -> tuple:
+    """A kind (ClipSample or IS3Sample) from an instance, a plain tuple, or any object with the
+    same attribute names (e.g. a scene generator's own record)."""
+    if isinstance(item, kind):
+        return item
+    if all(hasattr(item, f) for f in kind._fields if f not in kind._field_defaults):
+        return kind(**{f: getattr(item, f) for f in kind._fields if hasattr(item, f)})
+    try:
+        return kind(*item)
+    except TypeError:
+        raise SslrtError(f"expected {kind.__name__}({', '.join(kind._fields)}), got {type(item).__name__}") from None
+
+
 # ----------------------------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------------------------
@@ -77,7 +90,7 @@ def write_vggss(root: str | os.PathLike, samples: Iterable[ClipSample]) -> Path:
     annotation file."""
     root = Path(root)
     entries = []
-    for s in samples:
+    for s in map(lambda item: _as_sample(item, ClipSample), samples):
         write_image(root / s.name / "image_050.jpg", s.rgb)
         write_wav(root / f"{s.name}.wav", s.waveform)
         entries.append({"file": s.name, "class": s.label, "bbox": [[float(v) for v in b] for b in s.boxes]})
@@ -106,7 +119,7 @@ def write_flickr(root: str | os.PathLike, samples: Iterable[ClipSample]) -> Path
     <root>/flickr_test.csv (id, class); returns the test list."""
     root = Path(root)
     rows = []
-    for s in samples:
+    for s in map(lambda item: _as_sample(item, ClipSample), samples):
         write_image(root / "frames" / f"{s.name}.jpg", s.rgb)
         write_wav(root / "audio" / f"{s.name}.wav", s.waveform)
         xml_path = root / "Annotations" / f"{s.name}.xml"
@@ -129,7 +142,7 @@ def write_is3(root: str | os.PathLike, samples: Iterable[IS3Sample]) -> Path:
     <root>/is3_synthetic3240_bbox.json; returns the annotation file."""
     root = Path(root)
     entries = []
-    for s in samples:
+    for s in map(lambda item: _as_sample(item, IS3Sample), samples):
         if len(s.box) != 4:
             raise SslrtError(f"IS3 sample {s.name}: box must be [x0, y0, x1, y1] in 224 pixels")
         write_image(root / "visual_frames" / f"{s.name}.jpg", s.rgb)
