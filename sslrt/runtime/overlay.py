@@ -8,13 +8,13 @@ import numpy as np
 
 from sslrt.errors import SslrtError
 from sslrt.export.atomic import atomic_path
-from sslrt.runtime.postprocess import minmax
+from sslrt.metrics import minmax_normalize
 
 
 def render_overlay(rgb: np.ndarray, heatmap: np.ndarray, bbox: list[float], peak: list[float], alpha: float = 0.45) -> np.ndarray:
     """RGB uint8 (H, W, 3) + raw (14, 14) heatmap -> BGR uint8 overlay, ready for cv2.imwrite."""
     h, w = rgb.shape[:2]
-    norm = minmax(np.asarray(heatmap, dtype=np.float32)[None])[0]
+    norm = minmax_normalize(np.asarray(heatmap, dtype=np.float32)[None])[0]
     up = cv2.resize(norm, (w, h), interpolation=cv2.INTER_CUBIC)
     colour = cv2.applyColorMap(np.clip(up * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
