@@ -172,6 +172,54 @@ def _progress_bar(enabled: bool):
                     TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
 
 
+@app.command("eval")
+def evaluate(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="vggss | flickr | is3"),
+    root: Path = typer.Option(..., "--root", help="Folder holding the test set's images and audio (searched by file name)."),
+    annotations: Optional[Path] = typer.Option(None, help="Annotation file (vggss.json, flickr_test.csv, is3_synthetic3240_bbox.json); default: found under --root."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export directory or checkpoint (default: the shipped demo model)."),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="onnxruntime | torch"),
+    precision: str = typer.Option("fp32", help="fp32 (other precisions where the export has them)."),
+    out: Path = typer.Option(Path("sslrt_eval"), "--out", "-o", help="Folder for per_sample.csv, summary.json and summary.md."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Also write the summary JSON here."),
+    batch_size: int = typer.Option(16, help="Pairs per engine call."),
+    retrieval: int = typer.Option(1000, help="Cross-modal retrieval over the first N samples (0: off)."),
+    restart: bool = typer.Option(False, help="Discard the per-sample results of an earlier run in --out."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N samples found."),
+    threads: Optional[int] = typer.Option(None, help="Intra-op threads of the engine."),
+):
+    """Evaluate on VGG-SS, Flickr-SoundNet or IS3 with the official metrics (resumable)."""
+    from sslrt.datasets import DATASETS
+    from sslrt.evaluation import run_evaluation
+    from sslrt.runtime.pipeline import Localizer
+
+    if dataset not in DATASETS:
+        raise SslrtError(f"unknown dataset {dataset!r}: choose from {', '.join(DATASETS)}")
+    if not root.is_dir():
+        raise SslrtError(f"--root folder not found: {root}")
+    model_path = str(model) if model else _default_model()
+    localizer = Localizer.open(model_path, backend=backend, precision=precision, threads=threads, progress=_progress)
+    with _progress_bar(True) as bar:
+        task = bar.add_task(f"eval {dataset}", total=None)
+        summary = run_evaluation(dataset, str(root), localizer, str(out), annotations=str(annotations) if annotations else None,
+                                 batch_size=batch_size, retrieval=retrieval, restart=restart, limit=limit,
+                                 model_name=model_path, progress=lambda n: bar.advance(task, n))
+    if json_file:
+        from sslrt.export.atomic import write_json_atomic
+
+        write_json_atomic(str(json_file), summary)
+    m = summary["metrics"]
+    print(f"{dataset}: {summary['evaluated']} samples ({summary['missing']} missing"
+          + (f", e.g. {', '.join(summary['missing_examples'][:3])}" if summary["missing"] else "") + ")")
+    print("  " + "  ".join(f"{k} {v:.2f}" for k, v in m.items()))
+    if "retrieval" in summary:
+        print("  retrieval: " + "  ".join(f"{k} {v:.1f}" for k, v in summary["retrieval"].items()))
+    t = summary["timing"]
+    print(f"  {t['pairs_this_run']} pairs in {t['seconds']:.1f} s ({t['pairs_per_second']:.1f}/s)"
+          + (f", {t['resumed']} resumed from {out / 'per_sample.csv'}" if t["resumed"] else ""))
+    print(f"  results: {out / 'summary.md'}, {out / 'per_sample.csv'}")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("sslrt_demo.png"), "--out", "-o", help="Where to write the overlay PNG."),

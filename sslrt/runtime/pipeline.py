@@ -40,6 +40,9 @@ class Localization:
     image: str | None = None
     audio: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # Set by localize_many(keep_embeddings=True) on the split path: (C,14,14) and (C,), for retrieval.
+    image_embedding: np.ndarray | None = field(default=None, repr=False)
+    audio_embedding: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         return {
@@ -215,15 +218,18 @@ class Localizer:
         """One pair; `image` is a path or an RGB uint8 array, `audio` a path, a 16 kHz waveform or (waveform, rate)."""
         return next(self.localize_many([(image, audio)], batch_size=1, workers=0))
 
-    def _heatmaps(self, batch: list[PreparedPair]) -> np.ndarray:
+    def _heatmaps(self, batch: list[PreparedPair]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(heatmaps, image embeddings, audio embeddings); the embeddings are None on the fused path."""
         if not self.split:
             feeds = {INPUT_IMAGE: np.stack([p.image_tensor for p in batch]), INPUT_AUDIO: np.stack([p.spectrogram for p in batch])}
-            return self.engines["fused"].run(feeds)[OUTPUT_HEATMAP]
+            return self.engines["fused"].run(feeds)[OUTPUT_HEATMAP], None, None
         image_emb = self._embed(batch, "image_key", "image_tensor", self.image_cache, "vision", INPUT_IMAGE,
                                 OUTPUT_IMAGE_EMBEDDING, lambda p: p.image_size)
         audio_emb = self._embed(batch, "audio_key", "spectrogram", self.audio_cache, "audio", INPUT_AUDIO,
                                 OUTPUT_AUDIO_EMBEDDING, lambda p: tuple(w for w in p.warnings if "audio" in w))
-        return cosine_map(np.stack([image_emb[p.image_key] for p in batch]), np.stack([audio_emb[p.audio_key] for p in batch]))
+        v = np.stack([image_emb[p.image_key] for p in batch])
+        a = np.stack([audio_emb[p.audio_key] for p in batch])
+        return cosine_map(v, a), v, a
 
     def _embed(self, batch, key_attr, tensor_attr, cache, graph, input_name, output_name, extra) -> dict:
         """Embeddings of the batch's distinct inputs: cached ones looked up, the others run once each."""
@@ -246,9 +252,9 @@ class Localizer:
                 cache.put(key, (emb, extra(p)))
         return found
 
-    def run_prepared(self, batch: list[PreparedPair]) -> list[Localization]:
+    def run_prepared(self, batch: list[PreparedPair], keep_embeddings: bool = False) -> list[Localization]:
         t0 = time.perf_counter()
-        heatmaps = self._heatmaps(batch)
+        heatmaps, v, a = self._heatmaps(batch)
         t1 = time.perf_counter()
         if not np.isfinite(heatmaps).all():
             raise SslrtError("the engine produced NaN or infinite heatmaps: the model's weights or engine are broken")
@@ -256,13 +262,18 @@ class Localizer:
         t2 = time.perf_counter()
         n = len(batch)
         engine = self.engine
-        return [Localization(
+        results = [Localization(
             heatmap=h.reshape(h.shape[-2:]), score=loc["score"], peak=loc["peak"], bbox=loc["bbox"],
             image_size=p.image_size, backend=engine.backend, precision=engine.precision,
             timings_ms={"preprocess": p.preprocess_ms, "inference": (t1 - t0) * 1e3 / n, "postprocess": (t2 - t1) * 1e3 / n},
             image=p.image, audio=p.audio, warnings=p.warnings) for p, h, loc in zip(batch, heatmaps, located)]
+        if keep_embeddings and v is not None:
+            for r, vi, ai in zip(results, v, a):
+                r.image_embedding, r.audio_embedding = vi, ai
+        return results
 
-    def localize_many(self, pairs: Iterable[tuple], batch_size: int = 8, workers: int = 1) -> Iterator[Localization]:
+    def localize_many(self, pairs: Iterable[tuple], batch_size: int = 8, workers: int = 1,
+                      keep_embeddings: bool = False) -> Iterator[Localization]:
         """Pairs in, results out in the same order, `batch_size` pairs per engine call.
 
         With `workers` > 0, decoding and preprocessing of the next batches run in a thread pool
@@ -271,7 +282,7 @@ class Localizer:
         prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache)  # noqa: E731
         if workers <= 0:
             for batch in _batches(pairs, batch_size):
-                yield from self.run_prepared([prepare(pair) for pair in batch])
+                yield from self.run_prepared([prepare(pair) for pair in batch], keep_embeddings)
             return
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending: deque = deque()
@@ -280,9 +291,9 @@ class Localizer:
             for batch in batches:
                 pending.append([pool.submit(prepare, pair) for pair in batch])
                 if len(pending) > lookahead:
-                    yield from self.run_prepared([f.result() for f in pending.popleft()])
+                    yield from self.run_prepared([f.result() for f in pending.popleft()], keep_embeddings)
             while pending:
-                yield from self.run_prepared([f.result() for f in pending.popleft()])
+                yield from self.run_prepared([f.result() for f in pending.popleft()], keep_embeddings)
 
     def close(self) -> None:
         for engine in self.engines.values():
