@@ -69,6 +69,9 @@ def export(
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
     simplify: bool = typer.Option(True, help="Simplify the graph with onnxslim where the result still matches."),
     parity_pairs: Optional[Path] = typer.Option(None, help="CSV of image,audio pairs to measure parity on (default: generated inputs)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write statically quantized INT8 graphs for CPU."),
+    calibration_pairs: Optional[Path] = typer.Option(None, help="CSV of image,audio pairs added to INT8 calibration."),
+    encoders: bool = typer.Option(True, help="Also export the vision and audio encoders (reuse of shared inputs)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ):
     """Export a checkpoint to ONNX (+ manifest.json with parity measured against PyTorch)."""
@@ -76,7 +79,9 @@ def export(
 
     out = output or checkpoint.with_name(checkpoint.name.split(".")[0] + "_sslrt")
     pairs = read_pairs_csv(str(parity_pairs)) if parity_pairs else None
-    exported = export_checkpoint(str(checkpoint), str(out), opset=opset, simplify=simplify, parity_pairs=pairs, progress=_progress)
+    calib = read_pairs_csv(str(calibration_pairs)) if calibration_pairs else None
+    exported = export_checkpoint(str(checkpoint), str(out), opset=opset, simplify=simplify, parity_pairs=pairs,
+                                 encoders=encoders, int8=int8, calibration_pairs=calib, progress=_progress)
     if as_json:
         print(json.dumps(exported.manifest, indent=2))
         return
@@ -87,6 +92,9 @@ def export(
         print(f"  {art['file']}: {key}, {art['bytes'] / 1e6:.1f} MB, opset {art.get('opset')}")
     print(f"  parity vs PyTorch fp32: max abs {parity['max_abs']:.2e}, argmax agreement {parity['argmax_agreement']:.0%} "
           f"on {parity['samples']} pairs ({'; '.join(parity['inputs'])})")
+    if "onnx_int8_vs_onnx_fp32" in exported.manifest["parity"]:
+        q = exported.manifest["parity"]["onnx_int8_vs_onnx_fp32"]
+        print(f"  INT8 vs fp32: max abs {q['max_abs']:.2e}, argmax agreement {q['argmax_agreement']:.0%}")
 
 
 @app.command()
@@ -170,6 +178,46 @@ def _progress_bar(enabled: bool):
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+
+
+@app.command()
+def bench(
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export directory or checkpoint (default: the shipped demo model)."),
+    backends: str = typer.Option("onnxruntime", help="Comma-separated backends to time besides the torch fp32 reference."),
+    precisions: str = typer.Option("fp32", help="Comma-separated precisions (fp32, int8, ...) where the export has them."),
+    batch: str = typer.Option("1,8", help="Comma-separated batch sizes."),
+    threads: Optional[int] = typer.Option(None, help="Intra-op threads of every engine (default: all cores)."),
+    scope: str = typer.Option("engine,e2e", help="engine (ready tensors) and/or e2e (files -> results)."),
+    e2e_pairs: int = typer.Option(64, help="Image/audio pairs of the end-to-end scope."),
+    seconds: float = typer.Option(2.0, help="Minimum timed seconds per engine row."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
+    report: Optional[Path] = typer.Option(None, help="Write bench.md, bench.json and bench.png into this folder."),
+):
+    """Time every backend/precision against the paper's PyTorch path, in one run."""
+    from sslrt.bench import markdown_report, run_benchmark, write_report
+
+    def split(text: str) -> list[str]:
+        return [t.strip() for t in text.split(",") if t.strip()]
+
+    try:
+        batches = [int(b) for b in split(batch)]
+    except ValueError:
+        raise SslrtError(f"--batch must be comma-separated integers, got {batch!r}") from None
+    if not batches or min(batches) < 1:
+        raise SslrtError("--batch sizes must be >= 1")
+    scopes = tuple(split(scope))
+    if not scopes or set(scopes) - {"engine", "e2e"}:
+        raise SslrtError(f"--scope takes engine and/or e2e, got {scope!r}")
+    result = run_benchmark(str(model) if model else _default_model(), split(backends), split(precisions), batches,
+                           threads=threads, scopes=scopes, e2e_pairs=e2e_pairs, min_seconds=seconds, progress=_progress)
+    if json_file:
+        from sslrt.export.atomic import write_json_atomic
+
+        write_json_atomic(str(json_file), result)
+    if report:
+        for path in write_report(result, str(report)):
+            _err(f"wrote {path}")
+    print(markdown_report(result))
 
 
 @app.command("eval")

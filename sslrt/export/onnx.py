@@ -28,6 +28,8 @@ from sslrt.export.manifest import FORMAT, FORMAT_VERSION, MANIFEST, artifact_ent
 DEFAULT_OPSET = 17
 # The simplified graph must agree with the plain export this closely, or the plain one is kept.
 SIMPLIFY_TOLERANCE = 1e-5
+# Generated calibration pairs for INT8, added to the user's own (--calibration-pairs).
+CALIBRATION_PAIRS = 16
 
 
 def preprocessing_settings() -> dict:
@@ -125,8 +127,39 @@ def library_versions() -> dict:
     return out
 
 
+def _add_int8(stage, graphs, artifacts, parity, opset, image, audio, parity_source, calibration_pairs, step) -> None:
+    """Quantize every exported graph to INT8 and record its agreement with fp32."""
+    from sslrt.engines.onnxruntime import OnnxRuntimeEngine
+    from sslrt.export.int8 import quantize_graph
+    from sslrt.graphs import GRAPH_IO, artifact_key
+    from sslrt.parity import compare_engines
+
+    cal_image, cal_audio, cal_source = parity_inputs(n=CALIBRATION_PAIRS, seed=97)
+    if calibration_pairs:
+        user_image, user_audio, user_source = parity_inputs(pairs=calibration_pairs)
+        cal_image, cal_audio = np.concatenate([user_image, cal_image]), np.concatenate([user_audio, cal_audio])
+        cal_source = user_source + cal_source
+    for graph in graphs:
+        step(f"quantizing to INT8 ({graph} graph)")
+        names = GRAPH_IO[graph][0]
+        feeds = {INPUT_IMAGE: cal_image, INPUT_AUDIO: cal_audio}
+        batches = [{n: feeds[n][i:i + 1] for n in names} for i in range(len(cal_image))]
+        filename = onnx_filename("int8", graph)
+        quantize_graph(os.path.join(stage, onnx_filename("fp32", graph)), os.path.join(stage, filename), batches)
+        engine = OnnxRuntimeEngine(os.path.join(stage, filename), precision="int8")
+        artifacts[artifact_key("onnx", "int8", graph)] = artifact_entry(
+            stage, filename, backend="onnxruntime", precision="int8", graph=graph, opset=opset,
+            calibration=cal_source, inputs=[s.to_dict() for s in engine.inputs], outputs=[s.to_dict() for s in engine.outputs])
+        if graph == "fused":
+            fp32 = OnnxRuntimeEngine(os.path.join(stage, onnx_filename("fp32", "fused")))
+            parity["onnx_int8_vs_onnx_fp32"] = compare_engines(fp32, engine, image, audio) | {"inputs": parity_source}
+            fp32.close()
+        engine.close()
+
+
 def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET, simplify: bool = True,
                       parity_pairs: list[tuple[str, str]] | None = None, encoders: bool = True,
+                      int8: bool = False, calibration_pairs: list[tuple[str, str]] | None = None,
                       progress=None) -> "ExportedModel":
     """Export `checkpoint` to `out_dir` (created or updated atomically) and return it, validated.
 
@@ -178,6 +211,8 @@ def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET,
             parity["onnx_fp32_encoders_vs_torch_fp32"] = heatmap_agreement(ref, cosine_map(v, a)) | {"inputs": parity_source}
         for engine in engines.values():
             engine.close()
+        if int8:
+            _add_int8(stage, graphs, artifacts, parity, opset, image, audio, parity_source, calibration_pairs, step)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

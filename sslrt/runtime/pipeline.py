@@ -118,6 +118,10 @@ class EmbeddingCache:
                 return self._items[key]
         return None
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
     def put(self, key, value) -> None:
         with self._lock:
             self._items[key] = value

@@ -1,0 +1,284 @@
+"""`sslrt bench`: latency and throughput per backend and precision, against the paper's PyTorch
+path measured in the same run.
+
+Two scopes:
+- engine: the model alone on ready tensors (fused graph), per batch size;
+- e2e: files -> decode, preprocess, inference, postprocess (`localize_many`), 64 pairs by default,
+  plus the interactive case of a new sound on an already seen image.
+The reference row is the torch backend, fp32, eager, fused graph, sequential (the paper's code).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from sslrt.config import INPUT_AUDIO, INPUT_IMAGE
+from sslrt.engines import create_engine
+from sslrt.errors import SslrtError
+from sslrt.export.atomic import atomic_path, write_json_atomic
+from sslrt.export.source import ModelSource
+from sslrt.graphs import INPUT_SHAPES
+
+REFERENCE = ("torch", "fp32")
+
+
+@dataclass
+class Row:
+    scope: str
+    backend: str
+    precision: str
+    batch: int
+    p50_ms: float  # per call (engine: one batch; e2e: one batch of pairs)
+    p90_ms: float
+    p99_ms: float
+    pairs_per_s: float
+    ms_per_pair: float
+    speedup: float | None = None  # reference ms_per_pair / this ms_per_pair, same scope and batch
+    runs: int = 0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def time_calls(fn, warmup: int = 2, min_runs: int = 10, min_seconds: float = 2.0, max_runs: int = 500) -> list[float]:
+    """Call fn until both min_runs and min_seconds are reached; returns per-call milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times, start = [], time.perf_counter()
+    while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < min_seconds):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def _row(scope, backend, precision, batch, times, pairs_per_call) -> Row:
+    p50 = statistics.median(times)
+    mean = statistics.fmean(times)
+    return Row(scope, backend, precision, batch, p50, _percentile(times, 90), _percentile(times, 99),
+               pairs_per_call / (mean / 1e3), mean / pairs_per_call, runs=len(times))
+
+
+def bench_engine(engine, batch: int, seed: int = 0, **timing) -> list[float]:
+    rng = np.random.default_rng(seed)
+    feeds = {INPUT_IMAGE: rng.standard_normal((batch, *INPUT_SHAPES[INPUT_IMAGE]), dtype=np.float32),
+             INPUT_AUDIO: rng.uniform(-1.3, -0.2, (batch, *INPUT_SHAPES[INPUT_AUDIO])).astype(np.float32)}
+    return time_calls(lambda: engine.run(feeds), **timing)
+
+
+def make_pair_files(folder: str, n: int, image_size: int = 1024, seed: int = 0) -> list[tuple[str, str]]:
+    """n distinct (JPEG, 10 s 16 kHz wav) pairs, sized like the IS3 test images."""
+    import cv2
+    import soundfile as sf
+
+    from sslrt.runtime.generated import generated_image, generated_waveform
+
+    pairs = []
+    for i in range(n):
+        img, wav = os.path.join(folder, f"img_{i:03d}.jpg"), os.path.join(folder, f"snd_{i:03d}.wav")
+        cv2.imwrite(img, generated_image(seed + i, (image_size, image_size))[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+        sf.write(wav, generated_waveform(seed + i), 16000, subtype="PCM_16")
+        pairs.append((img, wav))
+    return pairs
+
+
+def machine_info() -> dict:
+    import importlib.metadata as md
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "gpu": None, "versions": {}}
+    for name in ("sslrt", "onnxruntime", "onnxruntime-gpu", "torch", "numpy", "opencv-python-headless", "tensorrt"):
+        try:
+            info["versions"][name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def run_benchmark(model: str, backends: list[str], precisions: list[str], batches: list[int], threads: int | None = None,
+                  scopes: tuple[str, ...] = ("engine", "e2e"), e2e_pairs: int = 64, min_seconds: float = 2.0,
+                  min_runs: int = 10, progress=None) -> dict:
+    say = progress or (lambda msg: None)
+    source = ModelSource.from_path(model)
+    exported = source.exported(progress=say)
+    combos = [REFERENCE] + [(b, p) for b in backends for p in precisions if (b, p) != REFERENCE]
+    rows: list[Row] = []
+    skipped = []
+    timing = {"min_seconds": min_seconds, "min_runs": min_runs}
+
+    if "engine" in scopes:
+        for backend, precision in combos:
+            try:
+                engine = create_engine(backend, source, precision=precision, threads=threads)
+            except SslrtError as exc:
+                skipped.append(f"{backend} {precision}: {exc}")
+                continue
+            for batch in batches:
+                say(f"engine {backend} {precision} batch {batch}")
+                rows.append(_row("engine", backend, precision, batch, bench_engine(engine, batch, **timing), batch))
+            engine.close()
+
+    interactive = None
+    if "e2e" in scopes:
+        from sslrt.runtime.pipeline import Localizer
+
+        with tempfile.TemporaryDirectory(prefix="sslrt_bench_") as folder:
+            say(f"writing {e2e_pairs} image/audio pairs")
+            pairs = make_pair_files(folder, e2e_pairs)
+            for backend, precision in combos:
+                is_ref = (backend, precision) == REFERENCE
+                try:
+                    # the reference runs as the paper's code does: fused graph, no prefetching
+                    loc = Localizer.open(source, backend=backend, precision=precision, threads=threads, reuse_embeddings=not is_ref)
+                except SslrtError as exc:
+                    skipped.append(f"e2e {backend} {precision}: {exc}")
+                    continue
+                for batch in batches:
+                    say(f"e2e {backend} {precision} batch {batch}")
+                    e2e_pass(loc, pairs, batch, is_ref)  # warm-up: page cache, lazy initialisation
+                    total_ms, per_batch = e2e_pass(loc, pairs, batch, is_ref)
+                    rows.append(Row("e2e", backend, precision, batch, statistics.median(per_batch), _percentile(per_batch, 90),
+                                    _percentile(per_batch, 99), len(pairs) / (total_ms / 1e3), total_ms / len(pairs),
+                                    runs=len(per_batch)))
+                if not is_ref and loc.split and interactive is None:
+                    interactive = bench_interactive(loc, pairs)
+                    interactive |= {"backend": backend, "precision": precision}
+                loc.close()
+
+    for row in rows:
+        ref = next((r for r in rows if (r.backend, r.precision) == REFERENCE and r.scope == row.scope and r.batch == row.batch), None)
+        row.speedup = ref.ms_per_pair / row.ms_per_pair if ref else None
+    return {"model": {"path": exported.directory, "width": exported.config.width,
+                      "checkpoint_sha256": exported.checkpoint_sha256},
+            "machine": machine_info(), "threads": threads, "reference": "torch fp32 eager, fused graph, sequential",
+            "rows": [asdict(r) for r in rows], "interactive": interactive, "skipped": skipped}
+
+
+def e2e_pass(loc, pairs, batch: int, sequential: bool) -> tuple[float, list[float]]:
+    """One pass over the pair files with empty embedding caches: (total ms, ms between batch completions)."""
+    for cache in (loc.image_cache, loc.audio_cache):
+        if cache is not None:
+            cache.clear()
+    marks, start = [], time.perf_counter()
+    for i, _ in enumerate(loc.localize_many(pairs, batch_size=batch, workers=0 if sequential else 1), start=1):
+        if i % batch == 0 or i == len(pairs):
+            marks.append(time.perf_counter())
+    per_batch = np.diff([start] + marks) * 1e3
+    return (marks[-1] - start) * 1e3, per_batch.tolist()
+
+
+def bench_interactive(loc, pairs: list[tuple[str, str]], n: int = 8) -> dict:
+    """Cost of one more sound on an already seen image, against a full new pair (files in, results out)."""
+    full, extra = [], []
+    n = min(n, len(pairs))
+    for i in range(n):
+        loc.image_cache.clear()
+        loc.audio_cache.clear()
+        img, snd = pairs[i]
+        t = time.perf_counter()
+        loc.localize(img, snd)
+        full.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        loc.localize(img, pairs[(i + 1) % len(pairs)][1])
+        extra.append((time.perf_counter() - t) * 1e3)
+    f, e = statistics.median(full), statistics.median(extra)
+    return {"full_pair_ms": f, "extra_sound_ms": e, "ratio": e / f, "runs": n}
+
+
+def markdown_report(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"# sslrt bench", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores" + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU")
+             + f"; threads {result['threads'] or 'default'}.",
+             f"Model: width {result['model']['width']} ({result['model']['path']}).",
+             f"Reference: {result['reference']}. Speed-up = reference ms/pair / row ms/pair, same scope and batch, same run.", ""]
+    for scope, title in (("engine", "Engine only (ready tensors)"), ("e2e", "End to end (files -> results)")):
+        rows = [r for r in result["rows"] if r["scope"] == scope]
+        if not rows:
+            continue
+        lines += [f"## {title}", "", "| backend | precision | batch | p50 ms | p90 ms | p99 ms | ms/pair | pairs/s | speed-up |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
+                         f"{r['p99_ms']:.1f} | {r['ms_per_pair']:.1f} | {r['pairs_per_s']:.2f} | {r['speedup']:.2f}x |")
+        lines.append("")
+    if result.get("interactive"):
+        it = result["interactive"]
+        lines += ["## Interactive: another sound on a seen image", "",
+                  f"{it['backend']} {it['precision']}: full pair {it['full_pair_ms']:.1f} ms, extra sound {it['extra_sound_ms']:.1f} ms "
+                  f"= {it['ratio']:.0%} of a full pair.", ""]
+    e2e = {(r["backend"], r["precision"], r["batch"]): r for r in result["rows"] if r["scope"] == "e2e"}
+    ratios = [(k, e2e[k]["pairs_per_s"] / r["pairs_per_s"]) for k, r in
+              (((r["backend"], r["precision"], r["batch"]), r) for r in result["rows"] if r["scope"] == "engine") if k in e2e]
+    if ratios:
+        lines += ["## End to end vs engine only (throughput)", "", "| backend | precision | batch | e2e / engine |", "|---|---|---:|---:|"]
+        lines += [f"| {b} | {p} | {n} | {x:.0%} |" for (b, p, n), x in ratios]
+        lines.append("")
+    if result["skipped"]:
+        lines += ["Skipped: " + "; ".join(result["skipped"]), ""]
+    lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
+    return "\n".join(lines)
+
+
+def plot_report(result: dict, path: str) -> bool:
+    """Latency per pair vs batch, one line per backend/precision and scope. False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
+    for ax, scope in zip(axes, ("engine", "e2e")):
+        rows = [r for r in result["rows"] if r["scope"] == scope]
+        for key in sorted({(r["backend"], r["precision"]) for r in rows}):
+            pts = sorted((r["batch"], r["ms_per_pair"]) for r in rows if (r["backend"], r["precision"]) == key)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{key[0]} {key[1]}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch")
+        ax.set_ylabel("ms per pair")
+        ax.set_title({"engine": "engine only", "e2e": "end to end"}[scope])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"sslrt bench: {result['machine']['cpu']}, {result['machine']['cores']} cores", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(result: dict, folder: str) -> list[str]:
+    os.makedirs(folder, exist_ok=True)
+    written = [os.path.join(folder, "bench.json"), os.path.join(folder, "bench.md")]
+    write_json_atomic(written[0], result)
+    with atomic_path(written[1]) as tmp:
+        with open(tmp, "w") as f:
+            f.write(markdown_report(result))
+    if plot_report(result, os.path.join(folder, "bench.png")):
+        written.append(os.path.join(folder, "bench.png"))
+    return written

@@ -1,0 +1,58 @@
+"""`sslrt bench` report structure and the INT8 export (speed itself is measured by benchmarks/, not asserted)."""
+import json
+
+import numpy as np
+import onnx
+
+from conftest import run_cli
+
+
+def test_int8_export_is_quantized_and_close_to_fp32(tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "exp"
+    code, stdout, err = run_cli(["export", tiny_checkpoint, "-o", out, "--int8", "--json"], capsys)
+    assert code == 0, err
+    manifest = json.loads(stdout)
+    for key in ("onnx_int8", "onnx_int8_vision", "onnx_int8_audio"):
+        graph = onnx.load(out / manifest["artifacts"][key]["file"])
+        ops = {n.op_type for n in graph.graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops, key
+        # the stems stay fp32: their weights are not preceded by a DequantizeLinear
+        stems = [n for n in graph.graph.node if n.op_type == "Conv" and n.input[0] in {i.name for i in graph.graph.input}]
+        assert len(stems) == (2 if key == "onnx_int8" else 1)
+    q = manifest["parity"]["onnx_int8_vs_onnx_fp32"]
+    assert q["samples"] == 4 and q["min_cosine"] > 0.99  # the narrow random model: close, not exact
+
+    import sslrt
+
+    fp32 = sslrt.load(str(out)).localize(np.full((64, 64, 3), 128, np.uint8), np.sin(np.arange(32000) / 7.0))
+    int8 = sslrt.load(str(out), precision="int8").localize(np.full((64, 64, 3), 128, np.uint8), np.sin(np.arange(32000) / 7.0))
+    assert int8.precision == "int8" and np.corrcoef(fp32.heatmap.ravel(), int8.heatmap.ravel())[0, 1] > 0.9
+
+
+def test_missing_precision_is_one_line(tiny_export, media, capsys):
+    code, _, err = run_cli(["run", media / "scene.jpg", media / "sound.wav", "-m", tiny_export.directory, "--precision", "int8"], capsys)
+    assert code == 2 and "no int8 ONNX model" in err and err.count("\n") == 1
+
+
+def test_bench_report(tmp_path, tiny_export, capsys):
+    code, stdout, err = run_cli(["bench", "-m", tiny_export.directory, "--batch", "1,2", "--seconds", "0.05",
+                                 "--e2e-pairs", "3", "--report", tmp_path / "rep", "--json", tmp_path / "b.json"], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "b.json").read_text())
+    rows = result["rows"]
+    assert {(r["scope"], r["backend"], r["batch"]) for r in rows} == {
+        (s, b, n) for s in ("engine", "e2e") for b in ("torch", "onnxruntime") for n in (1, 2)}
+    for r in rows:
+        assert r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["pairs_per_s"] > 0
+        if r["backend"] == "torch":
+            assert r["speedup"] == 1.0
+    assert 0 < result["interactive"]["ratio"]
+    assert (tmp_path / "rep" / "bench.md").read_text().count("| onnxruntime | fp32 |") == 4
+    assert "speed-up" in stdout
+
+
+def test_bench_bad_arguments(tiny_export, capsys):
+    code, _, err = run_cli(["bench", "-m", tiny_export.directory, "--batch", "one"], capsys)
+    assert code == 2 and "--batch" in err
+    code, _, err = run_cli(["bench", "-m", tiny_export.directory, "--scope", "gpu"], capsys)
+    assert code == 2 and "--scope" in err
