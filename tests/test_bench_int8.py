@@ -47,7 +47,8 @@ def test_bench_report(tmp_path, tiny_export, capsys):
         if r["backend"] == "torch":
             assert r["speedup"] == 1.0
     assert 0 < result["interactive"]["ratio"]
-    assert (tmp_path / "rep" / "bench.md").read_text().count("| onnxruntime | fp32 |") == 4
+    # 2 batches x (engine table + e2e table + e2e/engine ratio table)
+    assert (tmp_path / "rep" / "bench.md").read_text().count("| onnxruntime | fp32 |") == 6
     assert "speed-up" in stdout
 
 
