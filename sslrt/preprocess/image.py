@@ -34,7 +34,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None or bgr.size == 0:
         raise SslrtError(f"image is corrupt or not an image: {path}")
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # SIMD; a [:, :, ::-1] copy costs ~10 ms on 1024x1024
 
 
 def _as_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
