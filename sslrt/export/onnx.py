@@ -26,6 +26,11 @@ from sslrt.export.manifest import FORMAT, FORMAT_VERSION, MANIFEST, artifact_ent
 
 DEFAULT_OPSET = 17
 FUSED_ONNX = "sslrt.onnx"
+FP16_ONNX = "sslrt_fp16.onnx"
+FORMATS = ("onnx", "tensorrt")
+# Kept in fp32 by the fp16 conversion: the L2 norms (a sum of 512 squared activations overflows
+# fp16's 65504) and their 1e-12 floor (0 in fp16).
+FP16_KEEP_FP32_OPS = ["ReduceL2", "Clip"]
 # The simplified graph must agree with the plain export this closely, or the plain one is kept.
 SIMPLIFY_TOLERANCE = 1e-5
 
@@ -107,11 +112,50 @@ def _try_simplify(path: str, image: np.ndarray, audio: np.ndarray) -> bool:
             os.unlink(slim_path)
 
 
+def convert_fp16(src: str, dst: str) -> None:
+    """fp16 copy of an ONNX graph whose inputs and outputs stay float32 (keep_io_types), so every
+    engine is fed and read in float32 whatever its precision."""
+    import onnx
+
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16  # ships inside onnxruntime
+    except ImportError:
+        try:
+            from onnxconverter_common.float16 import convert_float_to_float16
+        except ImportError:
+            raise BackendUnavailable("fp16 export needs onnxruntime's transformers tools or onnxconverter-common: "
+                                     "pip install onnxconverter-common") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "values truncated to fp16 range" notices of tiny weights
+        model = convert_float_to_float16(onnx.load(src), keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS)
+    _toposort(model.graph)  # the converter appends its input casts after their consumers
+    onnx.save(model, dst)
+    onnx.checker.check_model(dst)
+
+
+def _toposort(graph) -> None:
+    """Reorder graph.node so every node comes after the producers of its inputs (stable)."""
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:
+            raise SslrtError("fp16 conversion produced a graph with a cycle or a dangling input")
+        done = {id(n) for n in ready}
+        for n in ready:
+            known.update(n.output)
+        ordered += ready
+        pending = [n for n in pending if id(n) not in done]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
 def library_versions() -> dict:
     import importlib.metadata as md
 
     out = {"sslrt": __version__, "python": platform.python_version()}
-    for name in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim", "numpy", "scipy", "opencv-python-headless", "soundfile"):
+    for name in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim", "numpy", "scipy", "opencv-python-headless",
+                 "soundfile", "tensorrt", "cuda-python", "cuda-bindings"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -119,9 +163,48 @@ def library_versions() -> dict:
     return out
 
 
+def _check_parity(parity: dict, key: str, precision: str) -> None:
+    """Record whether a reduced-precision artifact meets the fp16 budget; warn where it does not."""
+    from sslrt.parity import FP16_BUDGET, within_budget
+
+    if precision == "fp32":
+        return
+    ok, failed = within_budget(parity, FP16_BUDGET)
+    parity["budget"] = dict(FP16_BUDGET)
+    parity["within_budget"] = ok
+    if not ok:
+        warnings.warn(f"{key} is outside the fp16 parity budget against PyTorch fp32: {'; '.join(failed)}")
+
+
 def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET, simplify: bool = True,
-                      parity_pairs: list[tuple[str, str]] | None = None, progress=None) -> "ExportedModel":
-    """Export `checkpoint` to `out_dir` (created or updated atomically) and return it, validated."""
+                      parity_pairs: list[tuple[str, str]] | None = None, progress=None, precision: str = "fp32",
+                      fmt: str = "onnx", batch=None, workspace_mib: int | None = None,
+                      timing_cache: str | None = None) -> "ExportedModel":
+    """Export `checkpoint` to `out_dir` (created or updated atomically) and return it, validated.
+
+    Always writes the fp32 ONNX graph (`onnx_fp32`); `precision="fp16"` adds an fp16 graph with
+    float32 I/O (`onnx_fp16`); `fmt="tensorrt"` adds a TensorRT engine of `precision`
+    (`tensorrt_fp16` / `tensorrt_fp32`) built on this machine's GPU with the batch profile `batch`
+    (a BatchProfile, default 1:8:32), the `workspace_mib` limit and the timing cache file
+    `timing_cache`. Every artifact's parity against the PyTorch fp32 reference is measured and recorded.
+    """
+    if fmt not in FORMATS:
+        raise SslrtError(f"unknown export format '{fmt}' (choose from: {', '.join(FORMATS)})")
+    if precision not in ("fp32", "fp16"):
+        raise SslrtError(f"unknown precision '{precision}' (choose from: fp32, fp16)")
+    if fmt != "tensorrt" and (batch is not None or workspace_mib is not None or timing_cache is not None):
+        raise SslrtError("--batch, --workspace and --timing-cache apply to --format tensorrt")
+    if fmt == "tensorrt":
+        # Fail before the slow work: TensorRT, cuda-python and a GPU must all be here.
+        from sslrt.engines import cuda_device_count
+        from sslrt.engines.tensorrt import import_cudart, import_tensorrt
+        from sslrt.export.tensorrt import DEFAULT_PROFILE
+
+        import_tensorrt()
+        import_cudart()
+        if cuda_device_count() < 1:
+            raise BackendUnavailable("--format tensorrt needs a CUDA GPU on the machine that builds the engine (none found)")
+        batch = batch or DEFAULT_PROFILE
     _require_export_deps()
     import onnx
 
@@ -159,6 +242,39 @@ def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET,
                                   inputs=[s.to_dict() for s in onnx_engine.inputs],
                                   outputs=[s.to_dict() for s in onnx_engine.outputs])
         onnx_engine.close()
+        artifacts = {"onnx_fp32": artifact}
+        parities = {"onnx_fp32_vs_torch_fp32": parity}
+        if precision == "fp16":
+            step("converting to fp16 ONNX")
+            fp16_path = os.path.join(stage, FP16_ONNX)
+            convert_fp16(onnx_path, fp16_path)
+            fp16_engine = OnnxRuntimeEngine(fp16_path, precision="fp16")
+            parities["onnx_fp16_vs_torch_fp32"] = p16 = compare_engines(reference, fp16_engine, image, audio)
+            p16["inputs"] = parity_source
+            p16["provider"] = "CPUExecutionProvider"
+            _check_parity(p16, "onnx_fp16", "fp16")
+            artifacts["onnx_fp16"] = artifact_entry(stage, FP16_ONNX, backend="onnxruntime", precision="fp16", opset=opset,
+                                                    io_dtype="float32", converted_from=FUSED_ONNX,
+                                                    kept_fp32_ops=FP16_KEEP_FP32_OPS,
+                                                    inputs=[s.to_dict() for s in fp16_engine.inputs],
+                                                    outputs=[s.to_dict() for s in fp16_engine.outputs])
+            fp16_engine.close()
+        if fmt == "tensorrt":
+            from sslrt.engines.tensorrt import TensorRTEngine
+            from sslrt.export.tensorrt import ENGINE_FILE, build_engine
+
+            engine_file = ENGINE_FILE.format(precision=precision)
+            info = build_engine(onnx_path, os.path.join(stage, engine_file), precision=precision, profile=batch,
+                                workspace_mib=workspace_mib, timing_cache=timing_cache, progress=step)
+            entry = artifact_entry(stage, engine_file, built_from=FUSED_ONNX, **info)
+            step("measuring TensorRT parity against the PyTorch reference")
+            trt_engine = TensorRTEngine(os.path.join(stage, engine_file), entry)
+            key = f"tensorrt_{precision}"
+            parities[f"{key}_vs_torch_fp32"] = pt = compare_engines(reference, trt_engine, image, audio)
+            pt["inputs"] = parity_source
+            _check_parity(pt, key, precision)
+            trt_engine.close()
+            artifacts[key] = entry
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -166,8 +282,8 @@ def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET,
             "checkpoint": {"path": checkpoint, "sha256": ckpt_sha, "bytes": os.path.getsize(checkpoint)},
             "model": cfg.to_dict() | {"params": int(sum(p.numel() for p in model.parameters()))},
             "preprocess": preprocessing_settings(),
-            "artifacts": {"onnx_fp32": artifact},
-            "parity": {"onnx_fp32_vs_torch_fp32": parity},
+            "artifacts": artifacts,
+            "parity": parities,
             "versions": library_versions(),
         }
         write_json_atomic(os.path.join(stage, MANIFEST), manifest)

@@ -103,10 +103,13 @@ class Localizer:
         self.source = source
 
     @classmethod
-    def open(cls, model, backend: str = "onnxruntime", precision: str = "fp32", threads: int | None = None,
-             progress=None) -> "Localizer":
+    def open(cls, model, backend: str = "onnxruntime", precision: str | None = "fp32", threads: int | None = None,
+             progress=None, cuda_graph: bool = False, notify=None) -> "Localizer":
+        """`backend` is a registry name (see sslrt.engines.BACKENDS) or "auto"; `notify` receives the
+        line that says what auto chose."""
         source = model if isinstance(model, ModelSource) else ModelSource.from_path(model)
-        return cls(create_engine(backend, source, precision=precision, threads=threads, progress=progress), source)
+        return cls(create_engine(backend, source, precision=precision, threads=threads, progress=progress,
+                                 cuda_graph=cuda_graph, notify=notify), source)
 
     def describe(self) -> str:
         return self.engine.describe()
