@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from sslrt.config import INPUT_AUDIO, INPUT_IMAGE, IMAGE_SIZE, SPEC_SHAPE
 from sslrt.errors import SslrtError
+from sslrt.export.onnx import FP16_TOWERS
 
 ENGINE_FILE = "sslrt_{precision}.engine"
 INPUT_SHAPES = {INPUT_IMAGE: (3, IMAGE_SIZE, IMAGE_SIZE), INPUT_AUDIO: (1, *SPEC_SHAPE)}
@@ -92,6 +93,23 @@ def build_engine(onnx_path: str, engine_path: str, precision: str = "fp16", prof
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
+        # fp16 for the two ResNet towers, fp32 for the head after them (L2 norms, cosine map), as
+        # in the fp16 ONNX graph: see FP16_TOWERS in export/onnx.py for why.
+        flag = getattr(trt.BuilderFlag, "PREFER_PRECISION_CONSTRAINTS", None)
+        if flag is not None:
+            config.set_flag(flag)
+            for i in range(network.num_layers):
+                layer = network.get_layer(i)
+                outputs = [layer.get_output(k) for k in range(layer.num_outputs)]
+                if layer.name.startswith(FP16_TOWERS) or not outputs or any(o.dtype != trt.float32 for o in outputs):
+                    continue
+                layer.precision = trt.float32
+                for k in range(layer.num_outputs):
+                    layer.set_output_type(k, trt.float32)
+    else:
+        # TensorRT allows TF32 for fp32 tensors by default (10-bit mantissas in products on Ampere
+        # and newer); "fp32" here means fp32, like the reference it is compared with.
+        config.clear_flag(trt.BuilderFlag.TF32)
     opt_profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         name = network.get_input(i).name
