@@ -146,8 +146,6 @@ def run(
     if batch_size < 1:
         raise SslrtError("--batch-size must be >= 1")
 
-    if backend != "auto" and precision is None:
-        precision = "fp32"
     localizer = Localizer.open(str(model) if model else _default_model(), backend=backend, precision=precision,
                                threads=threads, progress=_progress, cuda_graph=cuda_graph, notify=lambda m: _err(f"sslrt: {m}"))
     results = []

@@ -146,6 +146,10 @@ def create_engine(backend: str, source: ModelSource, precision: str | None = "fp
         backend, precision = choose_backend(available, source.exported(progress=progress).artifacts, precision)
         if notify:
             notify(f"backend auto: chose {backend} {precision} (installed: {', '.join(sorted(available))})")
+    if backend == "tensorrt" and precision is None:  # the engine the export has, fp16 first
+        _require(backend, available_backends() if available is None else available)
+        artifacts = source.exported(progress=progress).artifacts
+        precision = "fp16" if "tensorrt_fp16" in artifacts else "fp32"
     precision = precision or "fp32"
     if cuda_graph and backend not in ("tensorrt", "torch-cuda"):
         raise SslrtError(f"--cuda-graph is supported by the tensorrt and torch-cuda backends, not '{backend}'")
