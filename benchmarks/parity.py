@@ -249,8 +249,8 @@ def markdown(r: dict) -> str:
         lines += ["", "Not measured on this machine: " + "; ".join(f"{row['label']} ({row['skipped']})" for row in skipped) + "."]
     lines += ["", "Near-ties: argmax disagreements where the candidate's peak cell is, in the reference heatmap, within twice "
               "that sample's max abs error of the reference's peak value. The ONNX Runtime CPU provider may compute fp16 "
-              "nodes it has no fp16 kernel for in fp32 (with inserted casts), so its fp16 row bounds, and need not equal, "
-              "the error of an fp16 GPU engine."]
+              "nodes it has no fp16 kernel for in fp32 (with inserted casts), so its fp16 row need not match the error of "
+              "an fp16 GPU engine (which may be larger); the fp16 rows of a GPU machine's report are the ones that count."]
     lines += ["", "ms/pair: rough throughput of this run on this machine (batched, after one warm-up call), not a benchmark.", ""]
     return "\n".join(lines)
 
