@@ -136,10 +136,15 @@ def main() -> int:
         os.environ.setdefault("SSLRT_CACHE_DIR", str(work / "cache"))
         ckpt, ckpt_desc, golden = checkpoint(args, work)
         print(f"checkpoint: {ckpt_desc}", file=sys.stderr)
-        exports = {"fp16": export_checkpoint(ckpt, str(work / "export16"), precision="fp16",
-                                             fmt="tensorrt" if "tensorrt" in available else "onnx")}
-        if "tensorrt" in available:
-            exports["fp32"] = export_checkpoint(ckpt, str(work / "export32"), precision="fp32", fmt="tensorrt")
+        exports, export_error = {}, None
+        try:
+            exports["fp16"] = export_checkpoint(ckpt, str(work / "export16"), precision="fp16",
+                                                fmt="tensorrt" if "tensorrt" in available else "onnx")
+            if "tensorrt" in available:
+                exports["fp32"] = export_checkpoint(ckpt, str(work / "export32"), precision="fp32", fmt="tensorrt")
+        except SslrtError as exc:  # e.g. onnx missing: the torch rows can still be measured
+            export_error = f"export failed: {exc}"
+            print(f"parity: {export_error}", file=sys.stderr)
         image, audio, names, n_real = inputs(args.pairs, args.seed)
         print(f"inputs: {args.pairs} generated + {n_real} real pairs; backends here: {', '.join(sorted(available))}", file=sys.stderr)
 
@@ -160,8 +165,16 @@ def main() -> int:
                 row["skipped"] = f"{backend} not available here"
                 rows.append(row)
                 continue
-            source = ModelSource.from_path(exports.get(precision, exports["fp16"]).directory) if backend == "tensorrt" \
-                else ModelSource.from_path(exports["fp16"].directory)
+            if not backend.startswith("torch") and "fp16" not in exports:
+                row["skipped"] = export_error
+                rows.append(row)
+                continue
+            if backend.startswith("torch"):
+                source = ModelSource.from_path(ckpt)
+            elif backend == "tensorrt":
+                source = ModelSource.from_path(exports.get(precision, exports["fp16"]).directory)
+            else:
+                source = ModelSource.from_path(exports["fp16"].directory)
             try:
                 engine = create_engine(backend, source, precision=precision, cuda_graph=graph)
             except SslrtError as exc:

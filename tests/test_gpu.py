@@ -285,13 +285,14 @@ def test_localization_ciou_matches_the_official_formula():
 @pytest.mark.gpu
 @needs_torch_cuda
 @pytest.mark.parametrize("precision,cuda_graph", [("fp32", False), ("fp16", False), ("fp16", True)])
-def test_torch_cuda_parity(tiny_export, precision, cuda_graph):
+def test_torch_cuda_parity(tiny_checkpoint, precision, cuda_graph):
     from sslrt.engines.torch import TorchEngine
     from sslrt.parity import FP16_BUDGET, compare_engines, within_budget
 
     image, audio = _inputs(8)
-    cand = TorchEngine(tiny_export.checkpoint_path, precision=precision, device="cuda", channels_last=True, cuda_graph=cuda_graph)
-    stats = compare_engines(TorchEngine(tiny_export.checkpoint_path), cand, image, audio, batch_size=4)
+    cand = TorchEngine(str(tiny_checkpoint), precision=precision, device="cuda", channels_last=True, cuda_graph=cuda_graph)
+    assert cand.backend == "torch-cuda"
+    stats = compare_engines(TorchEngine(str(tiny_checkpoint)), cand, image, audio, batch_size=4)
     if precision == "fp32":
         assert stats["max_abs"] <= 1e-4
     else:
