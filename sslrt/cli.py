@@ -72,29 +72,47 @@ def export(
     int8: bool = typer.Option(False, "--int8", help="Also write statically quantized INT8 graphs for CPU."),
     calibration_pairs: Optional[Path] = typer.Option(None, help="CSV of image,audio pairs added to INT8 calibration."),
     encoders: bool = typer.Option(True, help="Also export the vision and audio encoders (reuse of shared inputs)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx | tensorrt (tensorrt also writes the ONNX graph it is built from)."),
+    precision: str = typer.Option("fp32", help="fp32 | fp16: fp16 adds an fp16 ONNX graph (float32 I/O) and, with --format tensorrt, an fp16 engine."),
+    fp16: bool = typer.Option(False, "--fp16", help="Same as --precision fp16."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="TensorRT batch profile MIN:OPT:MAX (default 1:8:32) or one static batch size."),
+    workspace: Optional[int] = typer.Option(None, "--workspace", help="TensorRT builder workspace limit in MiB (default: TensorRT's)."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, read before and updated after the build "
+                                                "(default: one per TensorRT version and GPU under the sslrt cache)."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ):
-    """Export a checkpoint to ONNX (+ manifest.json with parity measured against PyTorch)."""
+    """Export a checkpoint to ONNX (+ fp16 ONNX, + a TensorRT engine) with parity measured against PyTorch."""
     from sslrt.export.onnx import export_checkpoint
 
+    if fp16:
+        if precision not in ("fp32", "fp16"):
+            raise SslrtError(f"--fp16 contradicts --precision {precision}")
+        precision = "fp16"
+    profile = None
+    if batch is not None:
+        from sslrt.export.tensorrt import parse_profile
+
+        profile = parse_profile(batch)
     out = output or checkpoint.with_name(checkpoint.name.split(".")[0] + "_sslrt")
     pairs = read_pairs_csv(str(parity_pairs)) if parity_pairs else None
     calib = read_pairs_csv(str(calibration_pairs)) if calibration_pairs else None
     exported = export_checkpoint(str(checkpoint), str(out), opset=opset, simplify=simplify, parity_pairs=pairs,
-                                 encoders=encoders, int8=int8, calibration_pairs=calib, progress=_progress)
+                                 encoders=encoders, int8=int8, calibration_pairs=calib, progress=_progress,
+                                 precision=precision, fmt=fmt, batch=profile, workspace_mib=workspace,
+                                 timing_cache=str(timing_cache) if timing_cache else None)
     if as_json:
         print(json.dumps(exported.manifest, indent=2))
         return
-    parity = exported.manifest["parity"]["onnx_fp32_vs_torch_fp32"]
     cfg = exported.config
     print(f"exported {checkpoint} (width {cfg.width}) -> {exported.directory}")
     for key, art in exported.artifacts.items():
-        print(f"  {art['file']}: {key}, {art['bytes'] / 1e6:.1f} MB, opset {art.get('opset')}")
-    print(f"  parity vs PyTorch fp32: max abs {parity['max_abs']:.2e}, argmax agreement {parity['argmax_agreement']:.0%} "
-          f"on {parity['samples']} pairs ({'; '.join(parity['inputs'])})")
-    if "onnx_int8_vs_onnx_fp32" in exported.manifest["parity"]:
-        q = exported.manifest["parity"]["onnx_int8_vs_onnx_fp32"]
-        print(f"  INT8 vs fp32: max abs {q['max_abs']:.2e}, argmax agreement {q['argmax_agreement']:.0%}")
+        extra = f"opset {art.get('opset')}" if "opset" in art else \
+            f"TensorRT {art.get('tensorrt_version')} on {art.get('gpu', {}).get('name')}, batch {art.get('profile')}"
+        print(f"  {art['file']}: {key}, {art['bytes'] / 1e6:.1f} MB, {extra}")
+    for key, parity in exported.manifest["parity"].items():
+        print(f"  parity {key}: max abs {parity['max_abs']:.2e}, argmax agreement {parity['argmax_agreement']:.0%}, "
+              f"localization agreement {parity.get('localization_agreement', float('nan')):.0%} "
+              f"on {parity['samples']} pairs ({'; '.join(parity.get('inputs', []))})")
 
 
 @app.command()
@@ -102,8 +120,11 @@ def run(
     image: Optional[Path] = typer.Argument(None, help="Image file (JPEG, PNG, ...)."),
     audio: Optional[Path] = typer.Argument(None, help="Audio file (wav, flac, ogg, mp3; any rate)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export directory or checkpoint (default: the shipped demo model)."),
-    backend: str = typer.Option("onnxruntime", "--backend", "-b", help="onnxruntime | torch"),
-    precision: str = typer.Option("fp32", help="fp32 (other precisions where the export has them)."),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b",
+                                help="auto | tensorrt | onnxruntime | onnxruntime-cuda | onnxruntime-trt | torch | torch-cuda "
+                                     "(auto: TensorRT > ONNX Runtime CUDA > ONNX Runtime CPU, by what is installed and exported)."),
+    precision: Optional[str] = typer.Option(None, help="fp32 | fp16 where the export has it (default fp32; auto: the best the chosen backend has)."),
+    cuda_graph: bool = typer.Option(False, "--cuda-graph", help="tensorrt / torch-cuda: replay a CUDA graph captured for the batch size of the first call."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write the heatmap overlay PNG here (one pair)."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="CSV of image,audio per line: localize them all."),
@@ -131,7 +152,7 @@ def run(
         raise SslrtError("--batch-size must be >= 1")
 
     localizer = Localizer.open(str(model) if model else _default_model(), backend=backend, precision=precision,
-                               threads=threads, progress=_progress)
+                               threads=threads, progress=_progress, cuda_graph=cuda_graph, notify=lambda m: _err(f"sslrt: {m}"))
     results = []
     overlays = []  # written only after every pair succeeded: a failed run leaves no partial output
     with _progress_bar(len(pair_list) > 1) as bar:

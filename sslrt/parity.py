@@ -1,10 +1,37 @@
 """Compare engines output for output (cf. Polygraphy's Comparator): the numbers behind every
-parity claim in a manifest, a test or a report."""
+parity claim in a manifest, a test or a report.
+
+One comparator: `heatmap_agreement(reference, candidate)` gives the error statistics of two heatmap
+batches, both as numbers (max/mean abs error, cosine) and as what a user sees (argmax cell,
+localization). `compare_engines` runs two engines on the same inputs and calls it.
+"""
 from __future__ import annotations
 
 import numpy as np
 
 from sslrt.config import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_HEATMAP
+from sslrt.runtime.postprocess import median_threshold_mask, minmax, upsample_align_corners
+
+# What a reduced-precision engine must meet against the PyTorch fp32 reference.
+FP16_BUDGET = {"max_abs": 1e-2, "argmax_agreement": 0.99, "localization_agreement": 0.99}
+# A sample's localizations agree when the cIoU of the candidate's mask against the reference's is >= this.
+CIOU_THRESHOLD = 0.5
+
+
+def localization_ciou(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Per-sample cIoU of the candidate's localization, with the reference's own localization as
+    ground truth: both heatmaps go 14 -> 224 (bilinear, align_corners=True), min-max, and the
+    official median threshold; ciou = sum(infer*gt) / (sum(gt) + sum(infer*(gt==0)))."""
+    def masks(h):
+        h = np.asarray(h, dtype=np.float32)
+        h = h.reshape(len(h), h.shape[-2], h.shape[-1])
+        return median_threshold_mask(minmax(upsample_align_corners(h))).astype(np.float64)
+
+    gt, infer = masks(reference), masks(candidate)
+    inter = (infer * gt).sum((1, 2))
+    denom = gt.sum((1, 2)) + (infer * (gt == 0)).sum((1, 2))
+    # A constant reference map gives an empty mask; two empty masks agree.
+    return np.where(denom > 0, inter / np.maximum(denom, 1e-12), 1.0)
 
 
 def heatmap_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict:
@@ -13,13 +40,35 @@ def heatmap_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict:
     cand = np.asarray(candidate, dtype=np.float64).reshape(len(candidate), -1)
     diff = np.abs(ref - cand)
     cos = (ref * cand).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1), 1e-12)
+    side = np.asarray(reference).shape[-1]
+    ciou = localization_ciou(np.asarray(reference).reshape(len(ref), -1, side), np.asarray(candidate).reshape(len(cand), -1, side))
     return {
         "samples": int(len(ref)),
         "max_abs": float(diff.max()),
         "mean_abs": float(diff.mean()),
         "min_cosine": float(cos.min()),
+        "mean_cosine": float(cos.mean()),
         "argmax_agreement": float((ref.argmax(1) == cand.argmax(1)).mean()),
+        # disagreements where the candidate's peak cell is, in the reference, within the observed
+        # error of the reference's peak: near-ties that no reduced precision can be expected to break alike
+        "argmax_near_ties": int(((ref.argmax(1) != cand.argmax(1))
+                                 & (ref.max(1) - ref[np.arange(len(ref)), cand.argmax(1)] <= 2 * diff.max(1))).sum()),
+        "min_ciou": float(ciou.min()),
+        "mean_ciou": float(ciou.mean()),
+        "localization_agreement": float((ciou >= CIOU_THRESHOLD).mean()),
     }
+
+
+def within_budget(stats: dict, budget: dict = FP16_BUDGET) -> tuple[bool, list[str]]:
+    """(ok, what failed) of comparator statistics against a budget (max_abs is an upper bound,
+    the agreements are lower bounds)."""
+    failed = []
+    for key, bound in budget.items():
+        value = stats[key]
+        bad = value > bound if key in ("max_abs", "mean_abs") else value < bound
+        if bad:
+            failed.append(f"{key} {value:.4g} {'>' if key in ('max_abs', 'mean_abs') else '<'} {bound:g}")
+    return not failed, failed
 
 
 def compare_engines(reference, candidate, image: np.ndarray, audio: np.ndarray, batch_size: int = 4) -> dict:

@@ -1,4 +1,9 @@
-"""ONNX Runtime adapter (CPU, and CUDA where onnxruntime-gpu is installed)."""
+"""ONNX Runtime adapter: the CPU provider, and the CUDA and TensorRT execution providers where
+onnxruntime-gpu is installed (registry names onnxruntime, onnxruntime-cuda, onnxruntime-trt).
+
+fp16 runs an fp16-converted graph whose inputs and outputs stay float32 (written by
+`sslrt export --fp16`), so every caller feeds and reads float32 whatever the precision.
+"""
 from __future__ import annotations
 
 import os
@@ -9,14 +14,30 @@ from sslrt.engines.base import Engine, TensorSpec
 from sslrt.errors import BackendUnavailable, SslrtError
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def providers_for(backend: str, precision: str = "fp32") -> list:
+    """The execution providers of a registry name, best first; CPU last as ONNX Runtime's own fallback
+    for the few nodes a GPU provider does not take."""
+    if backend == "onnxruntime-cuda":
+        return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"}), "CPUExecutionProvider"]
+    if backend == "onnxruntime-trt":
+        from sslrt.export.source import cache_root
+
+        trt_options = {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
+                       "trt_engine_cache_path": str(cache_root() / "ort-trt"), "trt_timing_cache_enable": True}
+        return [("TensorrtExecutionProvider", trt_options), "CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
 
 
 class OnnxRuntimeEngine(Engine):
     backend = "onnxruntime"
 
-    def __init__(self, onnx_path: str, precision: str = "fp32", providers: list[str] | None = None,
-                 threads: int | None = None) -> None:
+    def __init__(self, onnx_path: str, precision: str = "fp32", providers: list | None = None,
+                 threads: int | None = None, backend: str = "onnxruntime") -> None:
         super().__init__()
+        self.backend = backend
         self.onnx_path = onnx_path
         self.precision = precision
         self._providers = providers
@@ -41,6 +62,12 @@ class OnnxRuntimeEngine(Engine):
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SslrtError(f"ONNX model cannot be loaded: {self.onnx_path}: {first[:200]}") from None
+        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        if wanted != "CPUExecutionProvider" and self._session.get_providers()[0] != wanted:
+            # ONNX Runtime falls back to the CPU silently (no GPU, missing CUDA/cuDNN libraries).
+            self._session = None
+            raise BackendUnavailable(f"backend '{self.backend}': ONNX Runtime could not start {wanted} "
+                                     "(no CUDA GPU, or CUDA/cuDNN libraries missing): pip install 'sslrt[gpu]'")
         self._loaded = True
 
     def _specs(self, nodes) -> list[TensorSpec]:
@@ -61,7 +88,7 @@ class OnnxRuntimeEngine(Engine):
     def device(self) -> str:
         if self._session is None:
             return "?"
-        return "cuda" if self._session.get_providers()[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
+        return "cuda" if self._session.get_providers()[0] in _GPU_PROVIDERS else "cpu"
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.load()

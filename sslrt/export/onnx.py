@@ -26,6 +26,13 @@ from sslrt.export.atomic import staging_dir, write_json_atomic
 from sslrt.export.manifest import FORMAT, FORMAT_VERSION, MANIFEST, artifact_entry, read_export, sha256_file
 
 DEFAULT_OPSET = 17
+FORMATS = ("onnx", "tensorrt")
+# fp16 covers the two ResNet towers (all but ~0.01% of the FLOPs); the head after them stays fp32:
+# the L2 norms (a sum of 512 squared activations can overflow fp16's 65504), their 1e-12 floor (0
+# in fp16) and the cosine map itself (in fp16 a heatmap value near 0.5 is quantized to 2.4e-4
+# steps, coarser than the gap between the two hottest cells of a flat map, so the peak would move).
+FP16_TOWERS = ("/imgnet/", "/audnet/")
+FP16_KEEP_FP32_OPS = ["ReduceL2", "Clip", "Div", "MatMul"]
 # The simplified graph must agree with the plain export this closely, or the plain one is kept.
 SIMPLIFY_TOLERANCE = 1e-5
 # Generated calibration pairs for INT8, added to the user's own (--calibration-pairs).
@@ -115,11 +122,82 @@ def onnx_filename(precision: str, graph: str) -> str:
     return "sslrt.onnx" if (precision, graph) == ("fp32", "fused") else f"sslrt_{precision}_{graph}.onnx".replace("_fused", "")
 
 
+def convert_fp16(src: str, dst: str) -> None:
+    """fp16 copy of an ONNX graph whose inputs and outputs stay float32 (keep_io_types), so every
+    engine is fed and read in float32 whatever its precision."""
+    import onnx
+
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16  # ships inside onnxruntime
+    except ImportError:
+        try:
+            from onnxconverter_common.float16 import convert_float_to_float16
+        except ImportError:
+            raise BackendUnavailable("fp16 export needs onnxruntime's transformers tools or onnxconverter-common: "
+                                     "pip install onnxconverter-common") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "values truncated to fp16 range" notices of tiny weights
+        model = onnx.load(src)
+        head = [n.name for n in model.graph.node if not n.name.startswith(FP16_TOWERS)]
+        towers = len(model.graph.node) - len(head)
+        # By node name where the exporter's scope names survive, else by op type.
+        model = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS,
+                                         node_block_list=head if towers else None)
+    _drop_cast_round_trips(model.graph)
+    _toposort(model.graph)  # the converter appends its input casts after their consumers
+    onnx.save(model, dst)
+    onnx.checker.check_model(dst)
+
+
+def _drop_cast_round_trips(graph) -> None:
+    """The converter wraps every output of a kept-fp32 node in Cast(fp16) -> Cast(fp32), which
+    would round the fp32 head to fp16 after all: make each such fp32 Cast an Identity of the fp32
+    tensor before the round trip, and drop the fp16 Casts nobody reads any more."""
+    import onnx
+
+    def cast_to(node):
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    producer = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if cast_to(node) == onnx.TensorProto.FLOAT:
+            down = producer.get(node.input[0])
+            if down is not None and cast_to(down) == onnx.TensorProto.FLOAT16:
+                source = down.input[0]
+                if source in producer and cast_to(producer[source]) == onnx.TensorProto.FLOAT16:
+                    continue  # not an fp32 tensor
+                node.op_type = "Identity"
+                del node.attribute[:]
+                node.input[0] = source
+    read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    keep = [n for n in graph.node if not (cast_to(n) == onnx.TensorProto.FLOAT16 and not (set(n.output) & read))]
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def _toposort(graph) -> None:
+    """Reorder graph.node so every node comes after the producers of its inputs (stable)."""
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:
+            raise SslrtError("fp16 conversion produced a graph with a cycle or a dangling input")
+        done = {id(n) for n in ready}
+        for n in ready:
+            known.update(n.output)
+        ordered += ready
+        pending = [n for n in pending if id(n) not in done]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
 def library_versions() -> dict:
     import importlib.metadata as md
 
     out = {"sslrt": __version__, "python": platform.python_version()}
-    for name in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim", "numpy", "scipy", "opencv-python-headless", "soundfile"):
+    for name in ("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim", "numpy", "scipy", "opencv-python-headless",
+                 "soundfile", "tensorrt", "cuda-python", "cuda-bindings"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -157,15 +235,51 @@ def _add_int8(stage, graphs, artifacts, parity, opset, image, audio, parity_sour
         engine.close()
 
 
+def _check_parity(parity: dict, key: str, precision: str) -> None:
+    """Record whether a reduced-precision artifact meets the fp16 budget; warn where it does not."""
+    from sslrt.parity import FP16_BUDGET, within_budget
+
+    if precision == "fp32":
+        return
+    ok, failed = within_budget(parity, FP16_BUDGET)
+    parity["budget"] = dict(FP16_BUDGET)
+    parity["within_budget"] = ok
+    if not ok:
+        warnings.warn(f"{key} is outside the fp16 parity budget against PyTorch fp32: {'; '.join(failed)}")
+
+
 def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET, simplify: bool = True,
                       parity_pairs: list[tuple[str, str]] | None = None, encoders: bool = True,
                       int8: bool = False, calibration_pairs: list[tuple[str, str]] | None = None,
-                      progress=None) -> "ExportedModel":
+                      progress=None, precision: str = "fp32", fmt: str = "onnx", batch=None,
+                      workspace_mib: int | None = None, timing_cache: str | None = None) -> "ExportedModel":
     """Export `checkpoint` to `out_dir` (created or updated atomically) and return it, validated.
 
-    Writes the fused graph (image, audio -> heatmap) and, with `encoders`, the vision and audio
-    graphs that let the runtime reuse an image's or a sound's embedding.
+    Always writes the fp32 fused graph (image, audio -> heatmap, `onnx_fp32`) and, with
+    `encoders`, the vision and audio graphs that let the runtime reuse an image's or a sound's
+    embedding. `int8` adds INT8 copies of each graph; `precision="fp16"` adds an fp16 fused graph
+    with float32 I/O (`onnx_fp16`); `fmt="tensorrt"` adds a TensorRT engine of `precision`
+    (`tensorrt_fp16` / `tensorrt_fp32`) built on this machine's GPU with the batch profile `batch`
+    (a BatchProfile, default 1:8:32), the `workspace_mib` limit and the timing cache file
+    `timing_cache`. Every artifact's parity is measured and recorded.
     """
+    if fmt not in FORMATS:
+        raise SslrtError(f"unknown export format '{fmt}' (choose from: {', '.join(FORMATS)})")
+    if precision not in ("fp32", "fp16"):
+        raise SslrtError(f"unknown precision '{precision}' (choose from: fp32, fp16)")
+    if fmt != "tensorrt" and (batch is not None or workspace_mib is not None or timing_cache is not None):
+        raise SslrtError("--batch, --workspace and --timing-cache apply to --format tensorrt")
+    if fmt == "tensorrt":
+        # Fail before the slow work: TensorRT, cuda-python and a GPU must all be here.
+        from sslrt.engines import cuda_device_count
+        from sslrt.engines.tensorrt import import_cudart, import_tensorrt
+        from sslrt.export.tensorrt import DEFAULT_PROFILE
+
+        import_tensorrt()
+        import_cudart()
+        if cuda_device_count() < 1:
+            raise BackendUnavailable("--format tensorrt needs a CUDA GPU on the machine that builds the engine (none found)")
+        batch = batch or DEFAULT_PROFILE
     _require_export_deps()
     import onnx
     import torch
@@ -213,6 +327,39 @@ def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET,
             engine.close()
         if int8:
             _add_int8(stage, graphs, artifacts, parity, opset, image, audio, parity_source, calibration_pairs, step)
+        fused_path = os.path.join(stage, onnx_filename("fp32", "fused"))
+        if precision == "fp16":
+            step("converting to fp16 ONNX")
+            fp16_name = onnx_filename("fp16", "fused")
+            fp16_path = os.path.join(stage, fp16_name)
+            convert_fp16(fused_path, fp16_path)
+            fp16_engine = OnnxRuntimeEngine(fp16_path, precision="fp16")
+            parity["onnx_fp16_vs_torch_fp32"] = p16 = compare_engines(reference, fp16_engine, image, audio)
+            p16["inputs"] = parity_source
+            p16["provider"] = "CPUExecutionProvider"
+            _check_parity(p16, "onnx_fp16", "fp16")
+            artifacts["onnx_fp16"] = artifact_entry(stage, fp16_name, backend="onnxruntime", precision="fp16", graph="fused",
+                                                    opset=opset, io_dtype="float32", converted_from=onnx_filename("fp32", "fused"),
+                                                    kept_fp32_ops=FP16_KEEP_FP32_OPS,
+                                                    inputs=[s.to_dict() for s in fp16_engine.inputs],
+                                                    outputs=[s.to_dict() for s in fp16_engine.outputs])
+            fp16_engine.close()
+        if fmt == "tensorrt":
+            from sslrt.engines.tensorrt import TensorRTEngine
+            from sslrt.export.tensorrt import ENGINE_FILE, build_engine
+
+            engine_file = ENGINE_FILE.format(precision=precision)
+            info = build_engine(fused_path, os.path.join(stage, engine_file), precision=precision, profile=batch,
+                                workspace_mib=workspace_mib, timing_cache=timing_cache, progress=step)
+            entry = artifact_entry(stage, engine_file, built_from=onnx_filename("fp32", "fused"), graph="fused", **info)
+            step("measuring TensorRT parity against the PyTorch reference")
+            trt_engine = TensorRTEngine(os.path.join(stage, engine_file), entry)
+            key = f"tensorrt_{precision}"
+            parity[f"{key}_vs_torch_fp32"] = pt = compare_engines(reference, trt_engine, image, audio)
+            pt["inputs"] = parity_source
+            _check_parity(pt, key, precision)
+            trt_engine.close()
+            artifacts[key] = entry
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

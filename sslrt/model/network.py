@@ -77,7 +77,16 @@ class SoundLocalizer(nn.Module):
         b, c, h, w = v.shape
         return torch.bmm(a.unsqueeze(1), v.reshape(b, c, h * w)).reshape(b, 1, h, w)
 
+    def head(self, image_features: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
+        """Tower outputs -> heatmap: the L2 norms and the cosine map (what reduced-precision
+        engines keep in fp32; see sslrt/export/onnx.py FP16_TOWERS)."""
+        v = F.normalize(image_features, dim=1)
+        a = F.normalize(F.adaptive_max_pool2d(audio_features, 1).flatten(1), dim=1)
+        return self.cosine_map(v, a)
+
     def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        # The same computation as head(imgnet(image), audnet(audio)), traced in this order so the
+        # exported graph stays the one whose parity with the paper's code was established.
         return self.cosine_map(self.encode_image(image), self.encode_audio(audio))
 
 

@@ -196,15 +196,21 @@ class Localizer:
         self.audio_cache = EmbeddingCache(cache_size) if self.split else None
 
     @classmethod
-    def open(cls, model, backend: str = "onnxruntime", precision: str = "fp32", threads: int | None = None,
-             progress=None, reuse_embeddings: bool = True) -> "Localizer":
+    def open(cls, model, backend: str = "onnxruntime", precision: str | None = "fp32", threads: int | None = None,
+             progress=None, cuda_graph: bool = False, notify=None, reuse_embeddings: bool = True) -> "Localizer":
+        """`backend` is a registry name (see sslrt.engines.BACKENDS) or "auto"; `notify` receives the
+        line that says what auto chose. With `reuse_embeddings` and encoder graphs in the export,
+        the encoders run instead of the fused graph."""
         source = model if isinstance(model, ModelSource) else ModelSource.from_path(model)
-        # The fused graph first: it also triggers the export of a checkpoint, with its progress.
-        fused = create_engine(backend, source, precision=precision, threads=threads, progress=progress)
+        # The fused graph first: it resolves "auto", and exports a checkpoint with its progress.
+        fused = create_engine(backend, source, precision=precision, threads=threads, progress=progress,
+                              cuda_graph=cuda_graph, notify=notify)
+        backend, precision = fused.backend, fused.precision
         graphs = available_graphs(backend, source, precision) if reuse_embeddings else ("fused",)
         if {"vision", "audio"} <= set(graphs):
             fused.close()
-            engines = {g: create_engine(backend, source, precision=precision, threads=threads, graph=g) for g in ("vision", "audio")}
+            engines = {g: create_engine(backend, source, precision=precision, threads=threads, cuda_graph=cuda_graph, graph=g)
+                       for g in ("vision", "audio")}
         else:
             engines = {"fused": fused}
         return cls(engines, source)
