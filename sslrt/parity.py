@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from sslrt.config import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_HEATMAP
-from sslrt.runtime.postprocess import median_threshold_mask, minmax, upsample_align_corners
+from sslrt.metrics import fixed_thresholds, heatmaps_to_predictions
 
 # What a reduced-precision engine must meet against the PyTorch fp32 reference.
 FP16_BUDGET = {"max_abs": 1e-2, "argmax_agreement": 0.99, "localization_agreement": 0.99}
@@ -24,8 +24,8 @@ def localization_ciou(reference: np.ndarray, candidate: np.ndarray) -> np.ndarra
     official median threshold; ciou = sum(infer*gt) / (sum(gt) + sum(infer*(gt==0)))."""
     def masks(h):
         h = np.asarray(h, dtype=np.float32)
-        h = h.reshape(len(h), h.shape[-2], h.shape[-1])
-        return median_threshold_mask(minmax(upsample_align_corners(h))).astype(np.float64)
+        pred = heatmaps_to_predictions(h.reshape(len(h), h.shape[-2], h.shape[-1]), "bilinear_align_corners")
+        return (pred > fixed_thresholds(pred)[:, None, None]).astype(np.float64)
 
     gt, infer = masks(reference), masks(candidate)
     inter = (infer * gt).sum((1, 2))

@@ -267,7 +267,11 @@ def test_localization_ciou_matches_the_official_formula():
     import cv2  # noqa: F401  (the official Flickr/IS3 path uses torch's align_corners=True; postprocess matches it)
 
     from sslrt.parity import localization_ciou
-    from sslrt.runtime.postprocess import minmax, upsample_align_corners
+    from sslrt.metrics import minmax_normalize as minmax
+    from sslrt.metrics import upsample_heatmap
+
+    def upsample_align_corners(h):
+        return upsample_heatmap(h, "bilinear_align_corners")
 
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((2, 14, 14)).astype(np.float32), rng.standard_normal((2, 14, 14)).astype(np.float32)

@@ -6,7 +6,6 @@ Layouts seen in the wild: {'model_state_dict': ...} (the paper's, with training-
 """
 from __future__ import annotations
 
-import hashlib
 import os
 
 import torch
@@ -17,14 +16,6 @@ from sslrt.errors import SslrtError
 _TOWERS = ("imgnet.", "audnet.")
 # Parameters of the released towers that inference never uses: the other stems and the classifier.
 _UNUSED_IN_TOWER = ("conv1_flow.", "fc.")
-
-
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
