@@ -6,7 +6,8 @@ from sslrt.config import ModelConfig
 from sslrt.model.checkpoint import load_checkpoint
 from sslrt.model.network import SoundLocalizer
 from sslrt.train.loss import alignment_loss, pooled_similarity
-from sslrt.train.metrics import ciou_is3, summarize, upsample_heatmap
+from sslrt.metrics import upsample_heatmap as _upsample
+from sslrt.train.metrics import ciou_is3, summarize
 from sslrt.train.trainer import export_checkpoint
 
 
@@ -73,7 +74,7 @@ def test_export_is_the_released_layout_and_loads(tmp_path):
 def test_is3_metric_rule():
     heat = np.zeros((14, 14), np.float32)
     heat[:, :7] = 1.0  # left half hot
-    assert upsample_heatmap(heat).shape == (224, 224)
+    assert _upsample(np.asarray(heat)[None], "bilinear_align_corners").shape == (1, 224, 224)
     good = ciou_is3(heat, [0, 0, 100, 224])  # box in the left half
     bad = ciou_is3(heat, [124, 0, 224, 224])
     assert good >= 0.5 > bad
