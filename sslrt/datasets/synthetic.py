@@ -137,6 +137,9 @@ def write_flickr(root: str | os.PathLike, samples: Iterable[ClipSample]) -> Path
 _IS3_FOREIGN_ROOT = "/mnt/authors_machine/synthetic3241"
 
 
+IS3_ANNOTATION = "is3_synthetic3240_bbox.json"  # the official file's name, so readers find it by default
+
+
 def write_is3(root: str | os.PathLike, samples: Iterable[IS3Sample]) -> Path:
     """<root>/visual_frames/<name>.jpg, <root>/audio_wav/<name>.wav and
     <root>/is3_synthetic3240_bbox.json; returns the annotation file."""
@@ -152,7 +155,7 @@ def write_is3(root: str | os.PathLike, samples: Iterable[IS3Sample]) -> Path:
             "audio": f"{_IS3_FOREIGN_ROOT}/audio_wav/{s.name}.wav",
             "gt_box": [float(v) for v in s.box],
         })
-    annotation = root / "is3_synthetic3240_bbox.json"
+    annotation = root / IS3_ANNOTATION
     root.mkdir(parents=True, exist_ok=True)
     annotation.write_text(json.dumps(entries))
     return annotation

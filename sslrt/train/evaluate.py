@@ -1,7 +1,7 @@
 """python -m sslrt.train.evaluate: IS3 metrics of a checkpoint (or of random weights) on an
 IS3-layout set, read from its files through the official transforms.
 
-    python -m sslrt.train.evaluate --is3 runs/demo/heldout/scenes_bbox.json \
+    python -m sslrt.train.evaluate --is3 runs/demo/heldout/is3_synthetic3240_bbox.json \
         --checkpoint sslrt/assets/demo/demo_sup.pth.tar --random-width 8
 """
 from __future__ import annotations

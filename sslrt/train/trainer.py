@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from sslrt.config import ModelConfig
+from sslrt.datasets.synthetic import IS3_ANNOTATION
 from sslrt.model.checkpoint import save_checkpoint
 from sslrt.model.network import SoundLocalizer
 from sslrt.train.data import (
@@ -92,7 +93,7 @@ def train(cfg: TrainConfig) -> dict:
     t_start = time.time()
     log = print
 
-    heldout_json = os.path.join(cfg.out_dir, "heldout", "scenes_bbox.json")
+    heldout_json = os.path.join(cfg.out_dir, "heldout", IS3_ANNOTATION)
     if not os.path.exists(heldout_json):
         write_heldout_set(os.path.dirname(heldout_json), cfg.heldout_images, cfg.heldout_seed)
     heldout = load_is3_set(heldout_json)
