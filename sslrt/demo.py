@@ -33,11 +33,22 @@ def demo_model_info() -> dict:
     return json.loads(info.read_text()) if info.is_file() else {"description": "sslrt demo model"}
 
 
-def demo_input(seed: int):
-    """(rgb, waveform, true box or None, description) of the demo's generated input."""
-    from sslrt.runtime.generated import generated_image, generated_waveform
+DEMO_IMAGE_SIZE = 448
 
-    return generated_image(seed), generated_waveform(seed), None, f"generated image and sound (seed {seed})"
+
+def demo_input(seed: int):
+    """(rgb, waveform, true box in image pixels, description): a generated scene with two objects,
+    one of which makes the sound."""
+    from sslrt.scenes import generate_samples
+
+    samples = generate_samples(1, seed, sizes=(DEMO_IMAGE_SIZE,))
+    sample = samples[seed % len(samples)]
+    scale = DEMO_IMAGE_SIZE / 224  # scene boxes are in 224-pixel units of the resized image
+    box = [round(v * scale) for v in sample.box]
+    others = [c for c in sample.classes if c != sample.sounding]
+    description = (f"generated scene (seed {seed}): a {sample.sounding} that makes the sound"
+                   + (f" and a silent {', '.join(others)}" if others else ""))
+    return sample.image, sample.waveform, box, description
 
 
 def run_demo(out: str | os.PathLike, seed: int = 7, backend: str = "onnxruntime") -> dict:
@@ -53,7 +64,7 @@ def run_demo(out: str | os.PathLike, seed: int = 7, backend: str = "onnxruntime"
         import cv2
 
         x0, y0, x1, y1 = (int(v) for v in true_box)
-        cv2.rectangle(picture, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), 1)
+        cv2.rectangle(picture, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), 2)
     save_png(out, picture)
     info = demo_model_info()
     x0, y0, x1, y1 = result.bbox
@@ -64,15 +75,21 @@ def run_demo(out: str | os.PathLike, seed: int = 7, backend: str = "onnxruntime"
         f"score {result.score:.3f}",
     ]
     if true_box is not None:
-        lines.append(f"true box of the sounding object: {[int(v) for v in true_box]}")
+        lines.append(f"true box of the sounding object: {[int(v) for v in true_box]} (green in the overlay); "
+                     f"peak inside it: {'yes' if _inside(result.peak, true_box) else 'no'}")
     t = result.timings_ms
     lines += [
         f"engine: {localizer.describe()}; preprocess {t['preprocess']:.1f} ms, inference {t['inference']:.1f} ms, "
         f"postprocess {t['postprocess']:.1f} ms; total {time.perf_counter() - t0:.2f} s with loading",
         f"overlay: {out}",
     ]
-    return {"lines": lines, "model": info, "input": description, "true_box": true_box, "overlay": str(out),
-            "result": result.to_dict()}
+    return {"lines": lines, "model": info, "input": description, "true_box": true_box,
+            "peak_in_true_box": None if true_box is None else _inside(result.peak, true_box),
+            "overlay": str(out), "result": result.to_dict()}
+
+
+def _inside(point, box) -> bool:
+    return box[0] <= point[0] < box[2] and box[1] <= point[1] < box[3]
 
 
 def rebuild_demo_export(checkpoint: str) -> None:
@@ -83,7 +100,7 @@ def rebuild_demo_export(checkpoint: str) -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     if os.path.abspath(checkpoint) != str(DEMO_CHECKPOINT):
         shutil.copyfile(checkpoint, DEMO_CHECKPOINT)
-    exported = export_checkpoint(str(DEMO_CHECKPOINT), str(DEMO_EXPORT), simplify=True)
+    exported = export_checkpoint(str(DEMO_CHECKPOINT), str(DEMO_EXPORT), simplify=True, int8=True)
     manifest = exported.manifest
     manifest["checkpoint"]["path"] = os.path.relpath(DEMO_CHECKPOINT, DEMO_EXPORT)
     write_json_atomic(str(DEMO_EXPORT / "manifest.json"), manifest)
