@@ -1,5 +1,6 @@
 """The trainer's objective and checkpoint: a few steps lower the loss; the export loads."""
 import numpy as np
+import pytest
 import torch
 
 from sslrt.config import ModelConfig
@@ -80,3 +81,18 @@ def test_is3_metric_rule():
     assert good >= 0.5 > bad
     m = summarize([good, bad, good, good], ["a_b_1_a", "a_b_1_b", "c_d_2_c", "c_d_2_d"])
     assert m["cIoU"] == 0.75 and m["iIoU"] == 0.5 and m["images"] == 2
+
+
+@pytest.mark.slow
+def test_training_run_resumes_from_its_last_checkpoint(tmp_path):
+    from sslrt.train import TrainConfig, train
+
+    cfg = dict(out_dir=str(tmp_path / "run"), width=4, batch_size=8, train_images=16, heldout_images=2,
+               progress=False)
+    first = train(TrainConfig(epochs=1, **cfg))
+    assert [h["epoch"] for h in first["history"]] == [1]
+    second = train(TrainConfig(epochs=2, export=str(tmp_path / "out.pth.tar"), **cfg))
+    assert [h["epoch"] for h in second["history"]] == [1, 2]
+    assert second["random"] == first["random"]  # the random-weights baseline is kept, not recomputed
+    assert torch.load(tmp_path / "run" / "last.pth.tar", weights_only=True)["epoch"] == 2
+    load_checkpoint(tmp_path / "out.pth.tar")
