@@ -31,19 +31,23 @@ def localize_heatmaps(heatmaps: np.ndarray, image_sizes: list[tuple[int, int]]) 
     """Batch of raw heatmaps (N,1,14,14) + original (H, W) per sample -> peak, bbox, score.
 
     Coordinates are in original image pixels: the 224 grid is the whole image resized, so x scales
-    by W/224 and y by H/224; the peak is the centre of its 224-grid cell.
+    by W/224 and y by H/224. The peak is the centre of the hottest heatmap cell (each of the 14x14
+    cells covers 1/14 of the image); the official upsampling (align_corners=True) would put a border
+    cell's maximum on the image's edge, which is not where a person would point.
     """
     raw = np.asarray(heatmaps, dtype=np.float32).reshape(len(heatmaps), heatmaps.shape[-2], heatmaps.shape[-1])
     pred = heatmaps_to_predictions(raw, UPSAMPLE_RULE)
     masks = pred > fixed_thresholds(pred)[:, None, None]
     scores = av_similarity(raw)
     out = []
+    rows, cols = raw.shape[1:]
     for i, (h, w) in enumerate(image_sizes):
         py, px = np.unravel_index(int(pred[i].argmax()), pred[i].shape)
         x0, y0, x1, y1 = region_box(masks[i], (py, px))
+        cy, cx = np.unravel_index(int(raw[i].argmax()), raw[i].shape)
         sx, sy = w / IMAGE_SIZE, h / IMAGE_SIZE
         out.append({
-            "peak": [round((px + 0.5) * sx, 1), round((py + 0.5) * sy, 1)],
+            "peak": [round((cx + 0.5) * w / cols, 1), round((cy + 0.5) * h / rows, 1)],
             "bbox": [round(x0 * sx, 1), round(y0 * sy, 1), round(x1 * sx, 1), round(y1 * sy, 1)],
             "score": float(scores[i]),
         })
