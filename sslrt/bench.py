@@ -120,7 +120,7 @@ def machine_info() -> dict:
 
 def run_benchmark(model: str, backends: list[str], precisions: list[str], batches: list[int], threads: int | None = None,
                   scopes: tuple[str, ...] = ("engine", "e2e"), e2e_pairs: int = 64, min_seconds: float = 2.0,
-                  min_runs: int = 10, progress=None) -> dict:
+                  min_runs: int = 10, e2e_image_size: int = 1024, progress=None) -> dict:
     say = progress or (lambda msg: None)
     source = ModelSource.from_path(model)
     exported = source.exported(progress=say)
@@ -147,7 +147,7 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
 
         with tempfile.TemporaryDirectory(prefix="sslrt_bench_") as folder:
             say(f"writing {e2e_pairs} image/audio pairs")
-            pairs = make_pair_files(folder, e2e_pairs)
+            pairs = make_pair_files(folder, e2e_pairs, image_size=e2e_image_size)
             for backend, precision in combos:
                 is_ref = (backend, precision) == REFERENCE
                 try:
@@ -174,6 +174,7 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
     return {"model": {"path": exported.directory, "width": exported.config.width,
                       "checkpoint_sha256": exported.checkpoint_sha256},
             "machine": machine_info(), "threads": threads, "reference": "torch fp32 eager, fused graph, sequential",
+            "e2e_inputs": f"{e2e_pairs} pairs of a {e2e_image_size}x{e2e_image_size} JPEG (quality 90) and a 10 s 16 kHz wav",
             "rows": [asdict(r) for r in rows], "interactive": interactive, "skipped": skipped}
 
 
@@ -215,7 +216,7 @@ def markdown_report(result: dict) -> str:
              + f"; threads {result['threads'] or 'default'}.",
              f"Model: width {result['model']['width']} ({result['model']['path']}).",
              f"Reference: {result['reference']}. Speed-up = reference ms/pair / row ms/pair, same scope and batch, same run.", ""]
-    for scope, title in (("engine", "Engine only (ready tensors)"), ("e2e", "End to end (files -> results)")):
+    for scope, title in (("engine", "Engine only (ready tensors)"), ("e2e", f"End to end (files -> results: {result.get('e2e_inputs')})")):
         rows = [r for r in result["rows"] if r["scope"] == scope]
         if not rows:
             continue

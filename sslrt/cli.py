@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 
-from sslrt.errors import SslrtError
+from sslrt.errors import BackendUnavailable, SslrtError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Sound source localization engine for the ICCV 2023 cross-modal alignment model.")
@@ -210,6 +210,7 @@ def bench(
     threads: Optional[int] = typer.Option(None, help="Intra-op threads of every engine (default: all cores)."),
     scope: str = typer.Option("engine,e2e", help="engine (ready tensors) and/or e2e (files -> results)."),
     e2e_pairs: int = typer.Option(64, help="Image/audio pairs of the end-to-end scope."),
+    e2e_image_size: int = typer.Option(1024, help="Side of the end-to-end scope's JPEGs (decoding grows with it)."),
     seconds: float = typer.Option(2.0, help="Minimum timed seconds per engine row."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     report: Optional[Path] = typer.Option(None, help="Write bench.md, bench.json and bench.png into this folder."),
@@ -230,7 +231,8 @@ def bench(
     if not scopes or set(scopes) - {"engine", "e2e"}:
         raise SslrtError(f"--scope takes engine and/or e2e, got {scope!r}")
     result = run_benchmark(str(model) if model else _default_model(), split(backends), split(precisions), batches,
-                           threads=threads, scopes=scopes, e2e_pairs=e2e_pairs, min_seconds=seconds, progress=_progress)
+                           threads=threads, scopes=scopes, e2e_pairs=e2e_pairs, min_seconds=seconds,
+                           e2e_image_size=e2e_image_size, progress=_progress)
     if json_file:
         from sslrt.export.atomic import write_json_atomic
 
@@ -287,6 +289,21 @@ def evaluate(
     print(f"  {t['pairs_this_run']} pairs in {t['seconds']:.1f} s ({t['pairs_per_second']:.1f}/s)"
           + (f", {t['resumed']} resumed from {out / 'per_sample.csv'}" if t["resumed"] else ""))
     print(f"  results: {out / 'summary.md'}, {out / 'per_sample.csv'}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(ctx: typer.Context):
+    """Train the paper's network on generated scenes (defaults = the shipped demo run; needs torch).
+
+    Options are the trainer's: --out-dir, --width, --epochs, --batch-size, --lr, --seed, --export
+    CKPT, ... (`sslrt train --help-trainer` lists them all).
+    """
+    try:
+        from sslrt.train.__main__ import main as train_main
+    except ImportError as exc:
+        raise BackendUnavailable(f"training needs PyTorch ({exc.name} is missing): pip install 'sslrt[export]'") from None
+    args = list(ctx.args)
+    train_main(["--help" if a == "--help-trainer" else a for a in args])
 
 
 @app.command()
