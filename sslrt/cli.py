@@ -192,7 +192,9 @@ class _NoBar:
 
 
 def _progress_bar(enabled: bool):
-    if not enabled:
+    """A rich progress bar on stderr for a person at a terminal; nothing for pipes and logs, whose
+    stderr holds only warnings and the one-line error."""
+    if not enabled or not sys.stderr.isatty():
         return _NoBar()
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -271,10 +273,10 @@ def evaluate(
     model_path = str(model) if model else _default_model()
     localizer = Localizer.open(model_path, backend=backend, precision=precision, threads=threads, progress=_progress)
     with _progress_bar(True) as bar:
-        task = bar.add_task(f"eval {dataset}", total=None)
+        task = bar.add_task(f"eval {dataset}", total=None) if bar else None
         summary = run_evaluation(dataset, str(root), localizer, str(out), annotations=str(annotations) if annotations else None,
                                  batch_size=batch_size, retrieval=retrieval, restart=restart, limit=limit,
-                                 model_name=model_path, progress=lambda n: bar.advance(task, n))
+                                 model_name=model_path, progress=(lambda n: bar.advance(task, n)) if bar else None)
     if json_file:
         from sslrt.export.atomic import write_json_atomic
 

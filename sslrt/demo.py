@@ -44,7 +44,7 @@ def demo_input(seed: int):
     samples = generate_samples(1, seed, sizes=(DEMO_IMAGE_SIZE,))
     sample = samples[seed % len(samples)]
     scale = DEMO_IMAGE_SIZE / 224  # scene boxes are in 224-pixel units of the resized image
-    box = [round(v * scale) for v in sample.box]
+    box = [int(round(v * scale)) for v in sample.box]
     others = [c for c in sample.classes if c != sample.sounding]
     description = (f"generated scene (seed {seed}): a {sample.sounding} that makes the sound"
                    + (f" and a silent {', '.join(others)}" if others else ""))
@@ -89,7 +89,7 @@ def run_demo(out: str | os.PathLike, seed: int = 7, backend: str = "onnxruntime"
 
 
 def _inside(point, box) -> bool:
-    return box[0] <= point[0] < box[2] and box[1] <= point[1] < box[3]
+    return bool(box[0] <= point[0] < box[2] and box[1] <= point[1] < box[3])
 
 
 def rebuild_demo_export(checkpoint: str) -> None:

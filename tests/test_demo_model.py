@@ -38,8 +38,8 @@ def fp16_export(tmp_path_factory):
                              encoders=False)
 
 
-def _eval(capsys, tmp_path, heldout, model, backend="onnxruntime", precision="fp32"):
-    out = tmp_path / f"{backend}_{precision}"
+def _eval(capsys, tmp_path, heldout, model, backend="onnxruntime", precision="fp32", name="demo"):
+    out = tmp_path / f"{name}_{backend}_{precision}"
     code, _, err = run_cli(["eval", "-d", "is3", "--root", heldout, "-m", model, "-b", backend, "--precision", precision,
                             "-o", out, "--json", out.with_suffix(".json"), "--retrieval", "0"], capsys)
     assert code == 0, err
@@ -47,7 +47,7 @@ def _eval(capsys, tmp_path, heldout, model, backend="onnxruntime", precision="fp
 
 
 def test_demo_model_localizes_on_every_backend_and_precision(heldout, random_export, fp16_export, tmp_path, capsys):
-    random = _eval(capsys, tmp_path, heldout, random_export.directory)["metrics"]
+    random = _eval(capsys, tmp_path, heldout, random_export.directory, name="random")["metrics"]
     runs = {
         "onnxruntime fp32": _eval(capsys, tmp_path, heldout, str(DEMO_EXPORT)),
         "onnxruntime int8": _eval(capsys, tmp_path, heldout, str(DEMO_EXPORT), precision="int8"),
