@@ -74,3 +74,14 @@ def test_pipelined_and_sequential_runs_give_the_same_results(tiny_export, media)
     par = [r.heatmap for r in loc.localize_many(pairs, batch_size=3, workers=2)]
     assert len(seq) == len(par) == 10
     assert all(np.array_equal(a, b) for a, b in zip(seq, par))
+
+
+def test_one_picture_under_two_names_is_encoded_once(tiny_export, media, tmp_path):
+    import shutil
+
+    twin = tmp_path / "same_picture_other_name.jpg"
+    shutil.copyfile(media / "scene.jpg", twin)
+    loc = _split_localizer(tiny_export.directory)
+    a, b = loc.localize_many([(media / "scene.jpg", media / "sound.wav"), (twin, media / "short.ogg")], batch_size=2)
+    assert loc.engines["vision"].calls == [1] and loc.engines["audio"].calls == [2]
+    assert a.image.endswith("scene.jpg") and b.image.endswith("same_picture_other_name.jpg")

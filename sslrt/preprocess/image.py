@@ -19,18 +19,25 @@ from sslrt.errors import SslrtError
 _CUBIC_A = -0.75  # torch's bicubic coefficient
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to an RGB uint8 array (H, W, 3).
-
-    EXIF orientation is ignored on purpose: PIL, which the official code uses, does not apply it,
-    and the heatmap must match the paper's.
-    """
+def read_image_bytes(path: str | os.PathLike) -> np.ndarray:
+    """The encoded file (uint8 array): read once, hashed by the runtime's cache, then decoded."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SslrtError(f"image not found: {path}")
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
         raise SslrtError(f"image is empty: {path}")
+    return data
+
+
+def load_image(path: str | os.PathLike, data: np.ndarray | None = None) -> np.ndarray:
+    """Decode an image file (or its bytes, already read) to an RGB uint8 array (H, W, 3).
+
+    EXIF orientation is ignored on purpose: PIL, which the official code uses, does not apply it,
+    and the heatmap must match the paper's.
+    """
+    path = os.fspath(path)
+    data = read_image_bytes(path) if data is None else data
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None or bgr.size == 0:
         raise SslrtError(f"image is corrupt or not an image: {path}")

@@ -19,6 +19,7 @@ from sslrt.graphs import cosine_map
 from sslrt.errors import SslrtError
 from sslrt.export.source import ModelSource
 from sslrt.preprocess import image_to_tensor, load_audio, load_image, spectrogram_from_waveform
+from sslrt.preprocess.image import read_image_bytes
 from sslrt.runtime.postprocess import localize_heatmaps
 
 ImageInput = "str | os.PathLike | np.ndarray"
@@ -87,8 +88,13 @@ def _name(x) -> str | None:
     return os.fspath(x) if isinstance(x, (str, os.PathLike)) else None
 
 
+def _digest(buffer) -> str:
+    return hashlib.blake2b(buffer, digest_size=16).hexdigest()
+
+
 def input_key(x) -> object:
-    """Identity of an input for the embedding cache: a file by path, size and mtime; an array by content."""
+    """Identity of an input for the embedding cache: an audio file by path, size and mtime; an
+    array by content (image files are keyed by their bytes in prepare_pair)."""
     if isinstance(x, (str, os.PathLike)):
         path = os.path.abspath(os.fspath(x))
         try:
@@ -99,7 +105,7 @@ def input_key(x) -> object:
     if isinstance(x, tuple):
         return ("wave", input_key(x[0]), x[1])
     arr = np.ascontiguousarray(x)
-    return ("array", arr.shape, str(arr.dtype), hashlib.blake2b(arr.data, digest_size=16).hexdigest())
+    return ("array", arr.shape, str(arr.dtype), _digest(arr.data))
 
 
 class EmbeddingCache:
@@ -146,14 +152,22 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
     """Decode and transform one pair, skipping what the caches already hold; silent audio is kept,
     with a warning recorded."""
     t0 = time.perf_counter()
-    image_key, audio_key = input_key(image), input_key(audio)
+    encoded = None
+    if isinstance(image, (str, os.PathLike)):
+        # By content, not path: test sets store one picture under several names (IS3: one file per
+        # sounding object), and its embedding is then computed once.
+        encoded = read_image_bytes(image)
+        image_key = ("image file", _digest(encoded.data))
+    else:
+        image_key = input_key(image)
+    audio_key = input_key(audio)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cached_image = image_cache.get(image_key) if image_cache else None
         if cached_image is not None:
             tensor, size = None, cached_image[1]
         else:
-            rgb = load_image(image) if isinstance(image, (str, os.PathLike)) else image
+            rgb = load_image(image, encoded) if encoded is not None else image
             tensor, size = image_to_tensor(rgb), tuple(np.shape(rgb)[:2])
         cached_audio = audio_cache.get(audio_key) if audio_cache else None
         if cached_audio is not None:
