@@ -35,13 +35,14 @@ def backend_artifact_key(backend: str, precision: str, graph: str = "fused") -> 
     return artifact_key("tensorrt" if backend == "tensorrt" else "onnx", precision, graph)
 
 
-def available_graphs(backend: str, source: ModelSource, precision: str = "fp32") -> tuple[str, ...]:
-    """Which of config.GRAPHS `backend` can run for this model (the encoders need an export that has them)."""
+def available_graphs(backend: str, source: ModelSource, precision: str = "fp32", progress=None) -> tuple[str, ...]:
+    """Which of config.GRAPHS `backend` can run for this model (the encoders need an export that
+    has them; a checkpoint is exported here, with `progress`, if it was not yet)."""
     if backend in ("torch", "torch-cuda"):
         return GRAPHS
     if backend == "onnxruntime-trt":
         precision = "fp32"  # the TensorRT provider builds from the fp32 graphs
-    artifacts = source.exported().artifacts
+    artifacts = source.exported(progress=progress).artifacts
     return tuple(g for g in GRAPHS if backend_artifact_key(backend, precision, g) in artifacts)
 
 

@@ -216,17 +216,20 @@ class Localizer:
         line that says what auto chose. With `reuse_embeddings` and encoder graphs in the export,
         the encoders run instead of the fused graph."""
         source = model if isinstance(model, ModelSource) else ModelSource.from_path(model)
-        # The fused graph first: it resolves "auto", and exports a checkpoint with its progress.
-        fused = create_engine(backend, source, precision=precision, threads=threads, progress=progress,
-                              cuda_graph=cuda_graph, notify=notify)
-        backend, precision = fused.backend, fused.precision
-        graphs = available_graphs(backend, source, precision) if reuse_embeddings else ("fused",)
-        if {"vision", "audio"} <= set(graphs):
-            fused.close()
-            engines = {g: create_engine(backend, source, precision=precision, threads=threads, cuda_graph=cuda_graph, graph=g)
-                       for g in ("vision", "audio")}
+        options = dict(threads=threads, progress=progress, cuda_graph=cuda_graph)
+        if backend == "auto" or precision is None:
+            # Resolve the choice once, on the fused graph (it says what auto chose), then reuse it.
+            fused = create_engine(backend, source, precision=precision, notify=notify, **options)
+            backend, precision = fused.backend, fused.precision
         else:
-            engines = {"fused": fused}
+            fused = None
+        graphs = available_graphs(backend, source, precision, progress=progress) if reuse_embeddings else ("fused",)
+        if {"vision", "audio"} <= set(graphs):
+            if fused is not None:
+                fused.close()
+            engines = {g: create_engine(backend, source, precision=precision, graph=g, **options) for g in ("vision", "audio")}
+        else:
+            engines = {"fused": fused or create_engine(backend, source, precision=precision, **options)}
         return cls(engines, source)
 
     @property
