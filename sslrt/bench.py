@@ -224,7 +224,8 @@ def markdown_report(result: dict) -> str:
                   "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
-                         f"{r['p99_ms']:.1f} | {r['ms_per_pair']:.1f} | {r['pairs_per_s']:.2f} | {r['speedup']:.2f}x |")
+                         f"{r['p99_ms']:.1f} | {r['ms_per_pair']:.1f} | {r['pairs_per_s']:.2f} | "
+                         + (f"{r['speedup']:.2f}x |" if r["speedup"] is not None else "n/a (no reference row) |"))
         lines.append("")
     if result.get("interactive"):
         it = result["interactive"]

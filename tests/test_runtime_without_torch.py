@@ -36,3 +36,12 @@ def test_torch_backend_without_torch_says_what_to_install(tiny_export, media):
               f"main(['run', {str(media / 'scene.jpg')!r}, {str(media / 'sound.wav')!r}, '-m', {tiny_export.directory!r}, '--backend', 'torch'])")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "pip install" in proc.stderr
+
+
+def test_bench_without_torch_skips_the_reference_row(tiny_export):
+    script = (BLOCK_TORCH + "from sslrt.cli import main\n"
+              f"main(['bench', '-m', {tiny_export.directory!r}, '--scope', 'engine', '--batch', '1', '--seconds', '0.05'])")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "| onnxruntime | fp32 | 1 |" in proc.stdout and "n/a (no reference row)" in proc.stdout
+    assert "Skipped: torch fp32" in proc.stdout
