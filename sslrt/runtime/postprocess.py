@@ -19,12 +19,12 @@ UPSAMPLE_RULE = "bilinear_align_corners"
 
 def region_box(mask: np.ndarray, peak_yx: tuple[int, int]) -> tuple[int, int, int, int]:
     """[x0, y0, x1, y1) of the 8-connected component of `mask` holding the peak."""
-    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     label = labels[peak_yx]
     if label == 0:  # peak not in the mask (a constant map): the whole image
         return 0, 0, mask.shape[1], mask.shape[0]
-    ys, xs = np.nonzero(labels == label)
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    x, y, w, h = (int(v) for v in stats[label, :4])
+    return x, y, x + w, y + h
 
 
 def localize_heatmaps(heatmaps: np.ndarray, image_sizes: list[tuple[int, int]]) -> list[dict]:
