@@ -9,7 +9,6 @@ The reference row is the torch backend, fp32, eager, fused graph, sequential (th
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -211,7 +210,7 @@ def bench_interactive(loc, pairs: list[tuple[str, str]], n: int = 8) -> dict:
 
 def markdown_report(result: dict) -> str:
     m = result["machine"]
-    lines = [f"# sslrt bench", "",
+    lines = ["# sslrt bench", "",
              f"Machine: {m['cpu']}, {m['cores']} cores" + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU")
              + f"; threads {result['threads'] or 'default'}.",
              f"Model: width {result['model']['width']} ({result['model']['path']}).",

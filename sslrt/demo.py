@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "demo"
 DEMO_CHECKPOINT = ASSETS / "demo_sup.pth.tar"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from sslrt.config import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_HEATMAP
-from sslrt.metrics import fixed_thresholds, heatmaps_to_predictions
+from sslrt.metrics import ciou_at_thresholds, fixed_thresholds, heatmaps_to_predictions
 
 # What a reduced-precision engine must meet against the PyTorch fp32 reference.
 FP16_BUDGET = {"max_abs": 1e-2, "argmax_agreement": 0.99, "localization_agreement": 0.99}
@@ -22,16 +22,15 @@ def localization_ciou(reference: np.ndarray, candidate: np.ndarray) -> np.ndarra
     """Per-sample cIoU of the candidate's localization, with the reference's own localization as
     ground truth: both heatmaps go 14 -> 224 (bilinear, align_corners=True), min-max, and the
     official median threshold; ciou = sum(infer*gt) / (sum(gt) + sum(infer*(gt==0)))."""
-    def masks(h):
+    def predictions(h):
         h = np.asarray(h, dtype=np.float32)
-        pred = heatmaps_to_predictions(h.reshape(len(h), h.shape[-2], h.shape[-1]), "bilinear_align_corners")
-        return (pred > fixed_thresholds(pred)[:, None, None]).astype(np.float64)
+        return heatmaps_to_predictions(h.reshape(len(h), h.shape[-2], h.shape[-1]), "bilinear_align_corners")
 
-    gt, infer = masks(reference), masks(candidate)
-    inter = (infer * gt).sum((1, 2))
-    denom = gt.sum((1, 2)) + (infer * (gt == 0)).sum((1, 2))
-    # A constant reference map gives an empty mask; two empty masks agree.
-    return np.where(denom > 0, inter / np.maximum(denom, 1e-12), 1.0)
+    ref, cand = predictions(reference), predictions(candidate)
+    gt = ref > fixed_thresholds(ref)[:, None, None]
+    ciou = ciou_at_thresholds(cand, gt, fixed_thresholds(cand))
+    # A constant reference map gives an empty mask (0/0 = nan); two empty masks agree.
+    return np.where(np.isnan(ciou), 1.0, ciou)
 
 
 def heatmap_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict:

@@ -6,7 +6,6 @@ fp16 runs an fp16-converted graph whose inputs and outputs stay float32 (written
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
@@ -104,6 +103,3 @@ class OnnxRuntimeEngine(Engine):
         self._session = None
         super().close()
 
-
-def onnx_file_ok(path: str) -> bool:
-    return os.path.isfile(path) and os.path.getsize(path) > 0

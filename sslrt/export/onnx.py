@@ -282,7 +282,6 @@ def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET,
         batch = batch or DEFAULT_PROFILE
     _require_export_deps()
     import onnx
-    import torch
 
     from sslrt.engines.onnxruntime import OnnxRuntimeEngine
     from sslrt.engines.torch import TorchEngine
