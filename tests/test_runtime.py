@@ -85,3 +85,17 @@ def test_one_picture_under_two_names_is_encoded_once(tiny_export, media, tmp_pat
     a, b = loc.localize_many([(media / "scene.jpg", media / "sound.wav"), (twin, media / "short.ogg")], batch_size=2)
     assert loc.engines["vision"].calls == [1] and loc.engines["audio"].calls == [2]
     assert a.image.endswith("scene.jpg") and b.image.endswith("same_picture_other_name.jpg")
+
+
+def test_a_cache_hit_survives_eviction_before_its_batch_runs(tiny_export, media):
+    """Prefetching prepares pairs ahead; an embedding found then must not be lost if the LRU evicts it."""
+    from sslrt.runtime.pipeline import EmbeddingCache, prepare_pair
+
+    loc = _split_localizer(tiny_export.directory)
+    loc.image_cache, loc.audio_cache = EmbeddingCache(1), EmbeddingCache(1)
+    first = loc.localize(media / "scene.jpg", media / "sound.wav")
+    prepared = prepare_pair(media / "scene.jpg", media / "sound.wav", loc.image_cache, loc.audio_cache)
+    assert prepared.image_tensor is None and prepared.spectrogram is None  # both were cache hits
+    loc.localize(media / "scene.png", media / "short.ogg")  # evicts both (capacity 1)
+    again = loc.run_prepared([prepared])[0]
+    assert np.array_equal(again.heatmap, first.heatmap)

@@ -71,7 +71,8 @@ class Localization:
 
 @dataclass
 class PreparedPair:
-    """One pair after decoding and transforms. A tensor is None where its embedding is cached."""
+    """One pair after decoding and transforms. Where the embedding cache held an input, its
+    embedding is carried here instead of its tensor, so a later eviction cannot lose it."""
 
     image_key: object
     audio_key: object
@@ -82,6 +83,8 @@ class PreparedPair:
     audio: str | None
     warnings: list[str]
     preprocess_ms: float
+    image_embedding: np.ndarray | None = None
+    audio_embedding: np.ndarray | None = None
 
 
 def _name(x) -> str | None:
@@ -178,7 +181,9 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
             caught_audio = None
     messages = [str(w.message) for w in caught] + (list(caught_audio) if caught_audio else [])
     return PreparedPair(image_key, audio_key, tensor, spec, size, _name(image), _name(audio), messages,
-                        (time.perf_counter() - t0) * 1e3)
+                        (time.perf_counter() - t0) * 1e3,
+                        cached_image[0] if cached_image is not None else None,
+                        cached_audio[0] if cached_audio is not None else None)
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:
@@ -250,28 +255,28 @@ class Localizer:
         if not self.split:
             feeds = {INPUT_IMAGE: np.stack([p.image_tensor for p in batch]), INPUT_AUDIO: np.stack([p.spectrogram for p in batch])}
             return self.engines["fused"].run(feeds)[OUTPUT_HEATMAP], None, None
-        image_emb = self._embed(batch, "image_key", "image_tensor", self.image_cache, "vision", INPUT_IMAGE,
-                                OUTPUT_IMAGE_EMBEDDING, lambda p: p.image_size)
-        audio_emb = self._embed(batch, "audio_key", "spectrogram", self.audio_cache, "audio", INPUT_AUDIO,
-                                OUTPUT_AUDIO_EMBEDDING, lambda p: tuple(w for w in p.warnings if "audio" in w))
+        image_emb = self._embed(batch, "image", self.image_cache, "vision", INPUT_IMAGE, OUTPUT_IMAGE_EMBEDDING,
+                                lambda p: p.image_size)
+        audio_emb = self._embed(batch, "audio", self.audio_cache, "audio", INPUT_AUDIO, OUTPUT_AUDIO_EMBEDDING,
+                                lambda p: tuple(w for w in p.warnings if "audio" in w))
         v = np.stack([image_emb[p.image_key] for p in batch])
         a = np.stack([audio_emb[p.audio_key] for p in batch])
         return cosine_map(v, a), v, a
 
-    def _embed(self, batch, key_attr, tensor_attr, cache, graph, input_name, output_name, extra) -> dict:
-        """Embeddings of the batch's distinct inputs: cached ones looked up, the others run once each."""
+    def _embed(self, batch, kind, cache, graph, input_name, output_name, extra) -> dict:
+        """Embeddings of the batch's distinct `kind` ("image" or "audio") inputs: those carried from
+        the cache at preparation used as they are, the others run once each and cached."""
+        tensor_attr = "image_tensor" if kind == "image" else "spectrogram"
         found, todo = {}, {}
         for p in batch:
-            key = getattr(p, key_attr)
+            key = getattr(p, f"{kind}_key")
             if key in found or key in todo:
                 continue
-            hit = cache.get(key)
-            if hit is not None:
-                found[key] = hit[0]
-            elif getattr(p, tensor_attr) is not None:
+            carried = getattr(p, f"{kind}_embedding")
+            if carried is not None:
+                found[key] = carried
+            else:
                 todo[key] = p
-            else:  # evicted between preparation and now: cannot happen with one consumer, but be safe
-                raise RuntimeError("embedding cache miss for a prepared-without-tensor input")
         if todo:
             out = self.engines[graph].run({input_name: np.stack([getattr(p, tensor_attr) for p in todo.values()])})[output_name]
             for (key, p), emb in zip(todo.items(), out):
