@@ -18,7 +18,7 @@ PY=${PYTHON:-python3}
 work=${WORK:-$(mktemp -d)}
 out=benchmarks/cpu
 mkdir -p "$out"
-$PY -c "from sslrt.model.synthetic import make_checkpoint; make_checkpoint('$work/full64.pth.tar', width=64, seed=0)"
+$PY -c "from sslrt.synthetic.checkpoints import make_checkpoint; make_checkpoint('$work/full64.pth.tar', width=64, seed=0)"
 $PY -m sslrt.cli export "$work/full64.pth.tar" -o "$work/full64" --int8
 $PY -m sslrt.cli bench -m "$work/full64" --precisions fp32,int8 --batch 1,8 --report "$out" ${BENCH_ARGS:-}
 # the end-to-end scope again with VGG-SS-sized frames (decoding a 1024x1024 JPEG is the costliest step)

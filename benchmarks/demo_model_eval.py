@@ -20,14 +20,14 @@ sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
-    from sslrt.demo import DEMO_EXPORT
-    from sslrt.export.onnx import export_checkpoint
-    from sslrt.model.synthetic import make_checkpoint
-    from sslrt.scenes import generate_samples
-    from sslrt.scenes.is3 import write_is3
+    from sslrt.resolve import DEMO_EXPORT
+    from sslrt.export import export_checkpoint
+    from sslrt.synthetic.checkpoints import make_checkpoint
+    from sslrt.synthetic.scenes import generate_samples
+    from sslrt.synthetic.scenes.is3 import write_scene_set
 
     work = Path(tempfile.mkdtemp(prefix="sslrt_demo_eval_"))
-    write_is3(generate_samples(150, 1_000_003, sizes=(224, 320, 448)), work / "heldout")
+    write_scene_set(generate_samples(150, 1_000_003, sizes=(224, 320, 448)), work / "heldout")
     random = export_checkpoint(str(make_checkpoint(work / "random8.pth.tar", width=8, seed=0)), str(work / "random8"))
     rows = []
     for name, model, precision in [("demo model", DEMO_EXPORT, "fp32"), ("demo model", DEMO_EXPORT, "int8"),

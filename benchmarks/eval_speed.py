@@ -27,23 +27,23 @@ def main() -> None:
     ap.add_argument("--model")
     ap.add_argument("--batch", type=int, default=16)
     args = ap.parse_args()
-    from sslrt.bench import bench_engine
+    from sslrt.measure.bench import bench_engine
     from sslrt.engines import create_engine
-    from sslrt.evaluation import run_evaluation
-    from sslrt.export.source import ModelSource
+    from sslrt.measure.evaluation import run_evaluation
+    from sslrt.resolve import resolve_model
     from sslrt.runtime.pipeline import Localizer
-    from sslrt.scenes import generate_samples
-    from sslrt.scenes.is3 import write_is3
+    from sslrt.synthetic.scenes import generate_samples
+    from sslrt.synthetic.scenes.is3 import write_scene_set
 
     work = Path(tempfile.mkdtemp(prefix="sslrt_eval_speed_"))
     model = args.model
     if model is None:
-        from sslrt.export.onnx import export_checkpoint
-        from sslrt.model.synthetic import make_checkpoint
+        from sslrt.export import export_checkpoint
+        from sslrt.synthetic.checkpoints import make_checkpoint
 
         model = export_checkpoint(str(make_checkpoint(work / "full64.pth.tar", width=64)), str(work / "full64")).directory
-    write_is3(generate_samples(500, 31337, sizes=(224, 320, 448)), work / "is3")
-    source = ModelSource.from_path(model)
+    write_scene_set(generate_samples(500, 31337, sizes=(224, 320, 448)), work / "is3")
+    source = resolve_model(model)
 
     engine = create_engine("onnxruntime", source)
     calls = -(-1000 // args.batch)
@@ -55,7 +55,7 @@ def main() -> None:
     t = time.perf_counter()
     summary = run_evaluation("is3", str(work / "is3"), loc, str(work / "out"), batch_size=args.batch)
     eval_s = time.perf_counter() - t
-    report = {"pairs": summary["evaluated"], "batch": args.batch, "model_width": source.exported().config.width,
+    report = {"pairs": summary["evaluated"], "batch": args.batch, "model_width": source.exported.config.width,
               "engine_only_s": engine_s, "eval_s": eval_s, "ratio": eval_s / engine_s,
               "includes": "reading 1000 JPEG/WAV pairs, preprocessing, inference (encoders), official metrics, retrieval over 1000 pairs"}
     (REPO / "benchmarks" / "eval_speed.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -40,7 +40,7 @@ def main() -> int:
         return 0
 
     from sslrt.engines.torch import TorchEngine
-    from sslrt.model.synthetic import make_checkpoint
+    from sslrt.synthetic.checkpoints import make_checkpoint
 
     card = torch.cuda.get_device_name(0)
     batches = [int(b) for b in args.batches.split(",")]

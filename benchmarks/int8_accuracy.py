@@ -4,9 +4,9 @@
     PYTHONPATH=. python benchmarks/int8_accuracy.py --model EXPORT_DIR --out benchmarks/cpu/int8_accuracy_NAME
 
 EXPORT_DIR must hold onnx_fp32 and onnx_int8 (`sslrt export CKPT --int8`). Inputs: procedural scenes
-(sslrt.scenes, IS3 layout: two objects per picture, each sounding in turn), so each pair has a true
+(sslrt.synthetic.scenes, IS3 layout: two objects per picture, each sounding in turn), so each pair has a true
 box. Reports, on the same pairs: heatmap error, argmax agreement and localization agreement of INT8
-against fp32 (sslrt.parity.heatmap_agreement), and each precision's own cIoU against the true boxes
+against fp32 (sslrt.measure.parity.heatmap_agreement), and each precision's own cIoU against the true boxes
 with the per-sample agreement of (ciou >= 0.5).
 """
 from __future__ import annotations
@@ -30,10 +30,10 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="path prefix of the .json/.md report")
     args = ap.parse_args()
 
-    from sslrt import metrics
-    from sslrt.parity import heatmap_agreement
+    from sslrt.measure import metrics
+    from sslrt.measure.parity import heatmap_agreement
     from sslrt.runtime.pipeline import Localizer
-    from sslrt.scenes import generate_samples
+    from sslrt.synthetic.scenes import generate_samples
 
     samples = generate_samples(args.images, args.seed)
     pairs = [(s.image, (s.waveform, s.sample_rate)) for s in samples]
@@ -50,7 +50,7 @@ def main() -> None:
         ciou[precision], _ = metrics.ciou_fixed_and_adaptive(pred, gt)
     same_decision = float(((ciou["fp32"] >= 0.5) == (ciou["int8"] >= 0.5)).mean())
     report = {
-        "model": args.model, "pairs": len(samples), "inputs": f"sslrt.scenes.generate_samples({args.images}, seed={args.seed})",
+        "model": args.model, "pairs": len(samples), "inputs": f"sslrt.synthetic.scenes.generate_samples({args.images}, seed={args.seed})",
         "int8_vs_fp32": agreement,
         "cIoU@0.5": {p: metrics.ciou_percent(c) for p, c in ciou.items()},
         "same_localization_decision": same_decision,

@@ -8,7 +8,7 @@ rebuilds (random weights, the checkpoint of the golden heatmaps) when ../shared 
 random checkpoint of `--width` (64 = full width). Inputs: `--pairs` generated image/sound pairs
 (sslrt/runtime/generated.py) plus the real pairs of ../shared/samples when present.
 Each candidate runs through `sslrt.engines.create_engine`, like `sslrt run --backend ...`; the
-statistics come from the one comparator, `sslrt.parity.heatmap_agreement`. Needs torch (the
+statistics come from the one comparator, `sslrt.measure.parity.heatmap_agreement`. Needs torch (the
 reference) and onnx (the export).
 """
 from __future__ import annotations
@@ -29,9 +29,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sslrt.config import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_HEATMAP  # noqa: E402
+from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_HEATMAP  # noqa: E402
 from sslrt.errors import SslrtError  # noqa: E402
-from sslrt.parity import FP16_BUDGET, heatmap_agreement, within_budget  # noqa: E402
+from sslrt.measure.parity import FP16_BUDGET, heatmap_agreement, within_budget  # noqa: E402
 
 SHARED = Path(os.environ.get("SSLRT_SHARED", REPO.parent / "shared"))
 REAL_PAIRS = [("accordion_baby_10467.jpg", "accordion_baby_10467_accordion.wav"),
@@ -85,7 +85,7 @@ def checkpoint(args, work: Path) -> tuple[str, str, dict | None]:
         torch.save({"epoch": 0, "model_state_dict": mod.build(), "optimizer_state_dict": {}}, path)
         golden = json.loads((SHARED / "golden" / "golden_heatmaps.json").read_text())
         return str(path), "golden checkpoint of ../shared/golden (full width 64, random weights, released format)", golden
-    from sslrt.model.synthetic import make_checkpoint
+    from sslrt.synthetic.checkpoints import make_checkpoint
 
     path = make_checkpoint(work / "random.pth.tar", width=args.width, seed=args.seed)
     return str(path), f"random checkpoint, width {args.width} (seed {args.seed})", None
@@ -127,8 +127,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from sslrt.engines import available_backends, create_engine
-    from sslrt.export.onnx import export_checkpoint
-    from sslrt.export.source import ModelSource
+    from sslrt.export import export_checkpoint
+    from sslrt.resolve import resolve_model
 
     available = available_backends(include_torch=True)
     with tempfile.TemporaryDirectory(prefix="sslrt-parity-") as tmp:
@@ -138,10 +138,10 @@ def main() -> int:
         print(f"checkpoint: {ckpt_desc}", file=sys.stderr)
         exports, export_error = {}, None
         try:
-            exports["fp16"] = export_checkpoint(ckpt, str(work / "export16"), precision="fp16",
-                                                fmt="tensorrt" if "tensorrt" in available else "onnx")
+            exports["fp16"] = export_checkpoint(ckpt, str(work / "export16"), targets=["onnx_fp16"]
+                                                + (["tensorrt_fp16"] if "tensorrt" in available else []))
             if "tensorrt" in available:
-                exports["fp32"] = export_checkpoint(ckpt, str(work / "export32"), precision="fp32", fmt="tensorrt")
+                exports["fp32"] = export_checkpoint(ckpt, str(work / "export32"), targets=["tensorrt_fp32"])
         except SslrtError as exc:  # e.g. onnx missing: the torch rows can still be measured
             export_error = f"export failed: {exc}"
             print(f"parity: {export_error}", file=sys.stderr)
@@ -170,11 +170,11 @@ def main() -> int:
                 rows.append(row)
                 continue
             if backend.startswith("torch"):
-                source = ModelSource.from_path(ckpt)
+                source = resolve_model(ckpt)
             elif backend == "tensorrt":
-                source = ModelSource.from_path(exports.get(precision, exports["fp16"]).directory)
+                source = resolve_model(exports.get(precision, exports["fp16"]).directory)
             else:
-                source = ModelSource.from_path(exports["fp16"].directory)
+                source = resolve_model(exports["fp16"].directory)
             try:
                 engine = create_engine(backend, source, precision=precision, cuda_graph=graph)
             except SslrtError as exc:

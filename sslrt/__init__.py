@@ -5,7 +5,7 @@
     result = localizer.localize("image.jpg", "audio.wav")
     result.peak, result.bbox, result.score, result.heatmap
 """
-__version__ = "0.1.0"
+from sslrt.version import __version__
 
 
 def load(model, backend: str = "onnxruntime", **options):

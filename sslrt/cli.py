@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 
 from sslrt.errors import BackendUnavailable, SslrtError
+from sslrt.progress import progress_bar as _progress_bar
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Sound source localization engine for the ICCV 2023 cross-modal alignment model.")
@@ -57,37 +58,57 @@ def read_pairs_csv(path: str) -> list[tuple[str, str]]:
 
 
 def _default_model() -> str:
-    from sslrt.demo import demo_model_dir
+    from sslrt.resolve import demo_model_dir
 
     return demo_model_dir()
 
 
+BACKEND_HELP = ("auto | tensorrt | onnxruntime | onnxruntime-cuda | onnxruntime-trt | torch | torch-cuda "
+                "(auto: TensorRT > ONNX Runtime CUDA > ONNX Runtime CPU, by what is installed and exported; "
+                "`sslrt backends` lists them).")
+
+
 @app.command()
 def export(
-    checkpoint: Path = typer.Argument(..., help="PyTorch checkpoint (.pth / .pth.tar) in any released layout."),
-    output: Path = typer.Option(None, "--output", "-o", help="Export directory (default: CHECKPOINT's name without suffix)."),
+    checkpoint: Optional[Path] = typer.Argument(None, help="PyTorch checkpoint (.pth / .pth.tar) in any released layout."),
+    output: Path = typer.Option(None, "--output", "-o", help="Export directory (default: CHECKPOINT's name without its suffixes + _sslrt)."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
     simplify: bool = typer.Option(True, help="Simplify the graph with onnxslim where the result still matches."),
     parity_pairs: Optional[Path] = typer.Option(None, help="CSV of image,audio pairs to measure parity on (default: generated inputs)."),
     int8: bool = typer.Option(False, "--int8", help="Also write statically quantized INT8 graphs for CPU."),
     calibration_pairs: Optional[Path] = typer.Option(None, help="CSV of image,audio pairs added to INT8 calibration."),
     encoders: bool = typer.Option(True, help="Also export the vision and audio encoders (reuse of shared inputs)."),
-    fmt: str = typer.Option("onnx", "--format", help="onnx | tensorrt (tensorrt also writes the ONNX graph it is built from)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx | tensorrt (tensorrt also writes the ONNX graphs it is built from)."),
     precision: str = typer.Option("fp32", help="fp32 | fp16: fp16 adds an fp16 ONNX graph (float32 I/O) and, with --format tensorrt, an fp16 engine."),
     fp16: bool = typer.Option(False, "--fp16", help="Same as --precision fp16."),
     batch: Optional[str] = typer.Option(None, "--batch", help="TensorRT batch profile MIN:OPT:MAX (default 1:8:32) or one static batch size."),
     workspace: Optional[int] = typer.Option(None, "--workspace", help="TensorRT builder workspace limit in MiB (default: TensorRT's)."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file, read before and updated after the build "
                                                 "(default: one per TensorRT version and GPU under the sslrt cache)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    family: Optional[str] = typer.Option(None, "--family", help="Model family of the checkpoint (default: recognised from its keys)."),
+    list_targets: bool = typer.Option(False, "--list", help="List the export targets and what this machine has for each, then exit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest (or, with --list, the table) as JSON."),
 ):
-    """Export a checkpoint to ONNX (+ fp16 ONNX, + a TensorRT engine) with parity measured against PyTorch."""
-    from sslrt.export.onnx import export_checkpoint
+    """Export a checkpoint to ONNX (+ fp16 ONNX, INT8, a TensorRT engine) with parity measured against PyTorch."""
+    from sslrt.export import export_checkpoint, select_targets, targets_table
 
+    if list_targets:
+        table = targets_table()
+        if as_json:
+            print(json.dumps(table))
+            return
+        print("| target | format | precision | graphs | available here | what it is |\n|---|---|---|---|---|---|")
+        for t in table:
+            here = "yes" if t["available"] else "no: needs " + ", ".join(t["missing"])
+            print(f"| {t['key']} | {t['format']} | {t['precision']} | {t['graphs']} | {here} | {t['description']} |")
+        return
+    if checkpoint is None:
+        raise SslrtError("give a CHECKPOINT to export (or --list)")
     if fp16:
         if precision not in ("fp32", "fp16"):
             raise SslrtError(f"--fp16 contradicts --precision {precision}")
         precision = "fp16"
+    targets = select_targets(fmt, precision, int8)
     profile = None
     if batch is not None:
         from sslrt.export.tensorrt import parse_profile
@@ -96,15 +117,15 @@ def export(
     out = output or checkpoint.with_name(checkpoint.name.split(".")[0] + "_sslrt")
     pairs = read_pairs_csv(str(parity_pairs)) if parity_pairs else None
     calib = read_pairs_csv(str(calibration_pairs)) if calibration_pairs else None
-    exported = export_checkpoint(str(checkpoint), str(out), opset=opset, simplify=simplify, parity_pairs=pairs,
-                                 encoders=encoders, int8=int8, calibration_pairs=calib, progress=_progress,
-                                 precision=precision, fmt=fmt, batch=profile, workspace_mib=workspace,
+    exported = export_checkpoint(str(checkpoint), str(out), targets=targets, opset=opset, simplify=simplify,
+                                 parity_pairs=pairs, encoders=encoders, calibration_pairs=calib, progress=_progress,
+                                 batch=profile, workspace_mib=workspace, family=family,
                                  timing_cache=str(timing_cache) if timing_cache else None)
     if as_json:
         print(json.dumps(exported.manifest, indent=2))
         return
     cfg = exported.config
-    print(f"exported {checkpoint} (width {cfg.width}) -> {exported.directory}")
+    print(f"exported {checkpoint} ({exported.spec.name}, width {cfg.width}) -> {exported.directory}")
     for key, art in exported.artifacts.items():
         extra = f"opset {art.get('opset')}" if "opset" in art else \
             f"TensorRT {art.get('tensorrt_version')} on {art.get('gpu', {}).get('name')}, batch {art.get('profile')}"
@@ -116,14 +137,29 @@ def export(
 
 
 @app.command()
+def backends(as_json: bool = typer.Option(False, "--json", help="Print the table as JSON.")):
+    """The backend table: what each backend runs, and whether this machine can run it."""
+    from sslrt.engines import backend_table
+
+    rows = [{"backend": r.name, "runs": r.artifact, "precisions": list(r.precisions), "device": r.device,
+             "auto_rank": r.auto_rank, "available": bool(r.probe()), "install": r.install_hint} for r in backend_table().values()]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    print("| backend | runs | precisions | device | chosen by auto | available here |\n|---|---|---|---|---|---|")
+    for r in rows:
+        here = "yes" if r["available"] else f"no: {r['install']}"
+        print(f"| {r['backend']} | {r['runs']} | {', '.join(r['precisions'])} | {r['device']} | "
+              f"{'rank ' + str(r['auto_rank']) if r['auto_rank'] is not None else 'never'} | {here} |")
+
+
+@app.command()
 def run(
     image: Optional[Path] = typer.Argument(None, help="Image file (JPEG, PNG, ...)."),
     audio: Optional[Path] = typer.Argument(None, help="Audio file (wav, flac, ogg, mp3; any rate)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export directory or checkpoint (default: the shipped demo model)."),
-    backend: str = typer.Option("onnxruntime", "--backend", "-b",
-                                help="auto | tensorrt | onnxruntime | onnxruntime-cuda | onnxruntime-trt | torch | torch-cuda "
-                                     "(auto: TensorRT > ONNX Runtime CUDA > ONNX Runtime CPU, by what is installed and exported)."),
-    precision: Optional[str] = typer.Option(None, help="fp32 | fp16 where the export has it (default fp32; auto: the best the chosen backend has)."),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b", help=BACKEND_HELP),
+    precision: Optional[str] = typer.Option(None, help="fp32 | fp16 | int8 where the export has it (default fp32; auto: the best the chosen backend has)."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="tensorrt / torch-cuda: replay a CUDA graph captured for the batch size of the first call."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
     save: Optional[Path] = typer.Option(None, "--save", help="Write the heatmap overlay PNG here (one pair)."),
@@ -131,6 +167,10 @@ def run(
     save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="With --pairs: write one overlay PNG per pair here."),
     batch_size: int = typer.Option(8, help="Pairs per engine call with --pairs."),
     threads: Optional[int] = typer.Option(None, help="Intra-op threads of the engine (default: all cores)."),
+    family: Optional[str] = typer.Option(None, "--family", help="Model family of a checkpoint (default: recognised from its keys)."),
+    reuse_embeddings: bool = typer.Option(True, help="Run the encoder graphs and reuse embeddings of repeated inputs (else the fused graph)."),
+    sounding_threshold: Optional[float] = typer.Option(None, "--sounding-threshold",
+                                                       help="'No sound source' threshold in the family's units (default: the family's published one)."),
 ):
     """Localize the sound of AUDIO in IMAGE (or of every pair in --pairs)."""
     from sslrt.runtime.overlay import render_overlay, save_png
@@ -151,8 +191,9 @@ def run(
     if batch_size < 1:
         raise SslrtError("--batch-size must be >= 1")
 
-    localizer = Localizer.open(str(model) if model else _default_model(), backend=backend, precision=precision,
-                               threads=threads, progress=_progress, cuda_graph=cuda_graph, notify=lambda m: _err(f"sslrt: {m}"))
+    localizer = Localizer.open(str(model) if model else None, backend=backend, precision=precision,
+                               threads=threads, progress=_progress, cuda_graph=cuda_graph, notify=lambda m: _err(f"sslrt: {m}"),
+                               family=family, sounding_threshold=sounding_threshold, reuse_embeddings=reuse_embeddings)
     results = []
     overlays = []  # written only after every pair succeeded: a failed run leaves no partial output
     with _progress_bar(len(pair_list) > 1) as bar:
@@ -165,7 +206,8 @@ def run(
                 from sslrt.preprocess import load_image
 
                 target = save if save is not None else save_dir / f"{Path(res.image).stem}__{Path(res.audio).stem}.png"
-                overlays.append((target, render_overlay(load_image(res.image), res.heatmap, res.bbox, res.peak)))
+                overlays.append((target, render_overlay(load_image(res.image), res.heatmap, res.bbox, res.peak,
+                                                        sounding=res.sounding)))
             if bar:
                 bar.advance(task)
     for target, picture in overlays:
@@ -183,26 +225,6 @@ def run(
             print(f"overlay: {target}")
 
 
-class _NoBar:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _progress_bar(enabled: bool):
-    """A rich progress bar on stderr for a person at a terminal; nothing for pipes and logs, whose
-    stderr holds only warnings and the one-line error."""
-    if not enabled or not sys.stderr.isatty():
-        return _NoBar()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True), transient=False)
-
-
 @app.command()
 def bench(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export directory or checkpoint (default: the shipped demo model)."),
@@ -218,7 +240,7 @@ def bench(
     report: Optional[Path] = typer.Option(None, help="Write bench.md, bench.json and bench.png into this folder."),
 ):
     """Time every backend/precision against the paper's PyTorch path, in one run."""
-    from sslrt.bench import markdown_report, run_benchmark, write_report
+    from sslrt.measure.bench import markdown_report, run_benchmark, write_report
 
     def split(text: str) -> list[str]:
         return [t.strip() for t in text.split(",") if t.strip()]
@@ -236,7 +258,7 @@ def bench(
                            threads=threads, scopes=scopes, e2e_pairs=e2e_pairs, min_seconds=seconds,
                            e2e_image_size=e2e_image_size, progress=_progress)
     if json_file:
-        from sslrt.export.atomic import write_json_atomic
+        from sslrt.store.atomic import write_json_atomic
 
         write_json_atomic(str(json_file), result)
     if report:
@@ -260,10 +282,11 @@ def evaluate(
     restart: bool = typer.Option(False, help="Discard the per-sample results of an earlier run in --out."),
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N samples found."),
     threads: Optional[int] = typer.Option(None, help="Intra-op threads of the engine."),
+    family: Optional[str] = typer.Option(None, "--family", help="Model family of a checkpoint (default: recognised from its keys)."),
 ):
     """Evaluate on VGG-SS, Flickr-SoundNet or IS3 with the official metrics (resumable)."""
     from sslrt.datasets import DATASETS
-    from sslrt.evaluation import run_evaluation
+    from sslrt.measure.evaluation import run_evaluation
     from sslrt.runtime.pipeline import Localizer
 
     if dataset not in DATASETS:
@@ -271,14 +294,15 @@ def evaluate(
     if not root.is_dir():
         raise SslrtError(f"--root folder not found: {root}")
     model_path = str(model) if model else _default_model()
-    localizer = Localizer.open(model_path, backend=backend, precision=precision, threads=threads, progress=_progress)
+    localizer = Localizer.open(model_path, backend=backend, precision=precision, threads=threads, progress=_progress,
+                               family=family)
     with _progress_bar(True) as bar:
         task = bar.add_task(f"eval {dataset}", total=None) if bar else None
         summary = run_evaluation(dataset, str(root), localizer, str(out), annotations=str(annotations) if annotations else None,
                                  batch_size=batch_size, retrieval=retrieval, restart=restart, limit=limit,
                                  model_name=model_path, progress=(lambda n: bar.advance(task, n)) if bar else None)
     if json_file:
-        from sslrt.export.atomic import write_json_atomic
+        from sslrt.store.atomic import write_json_atomic
 
         write_json_atomic(str(json_file), summary)
     m = summary["metrics"]
@@ -326,27 +350,46 @@ def demo(
         print(line)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors -> one line on stderr, exit code 2; warnings -> one line each."""
+def _version(value: bool) -> None:
+    if value:
+        from sslrt.version import __version__
 
+        print(f"sslrt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")):
+    """Sound source localization engine for the ICCV 2023 cross-modal alignment model and its peers."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors -> one line on stderr, exit code 2; interruption -> 130;
+    warnings -> one line each."""
     def _one_line_warning(message, category, filename, lineno, file=None, line=None):
         _err(f"warning: {message}")
 
     warnings.showwarning = _one_line_warning
     try:
-        app(args=argv, prog_name="sslrt", standalone_mode=False)
+        code = app(args=argv, prog_name="sslrt", standalone_mode=False)
     except SslrtError as exc:
         _err(f"error: {exc}")
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         _err("interrupted")
         sys.exit(130)
-    except Exception as exc:  # usage errors of the CLI framework
+    except Exception as exc:  # usage errors of the CLI framework (they carry an exit code)
         exit_code = getattr(exc, "exit_code", None)
         if exit_code is not None and hasattr(exc, "format_message"):
             _err(f"error: {exc.format_message()}")
             sys.exit(exit_code)
         raise
+    # Without standalone mode the framework returns an exit code instead of exiting (130 when it
+    # caught the interruption itself); a code other than 0 must reach the shell.
+    if isinstance(code, int) and code != 0:
+        if code == 130:
+            _err("interrupted")
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,30 +1,16 @@
 """`sslrt demo`: the whole pipeline on the shipped demo model and a generated input, offline.
 
-The demo model lives in sslrt/assets/demo: a checkpoint in the released format and its ONNX
-export (so the demo needs no torch). Rebuild the export after replacing the checkpoint with
-`python -m sslrt.demo CHECKPOINT`.
+The demo model lives in sslrt/assets/demo (see sslrt.resolve): a checkpoint in the released
+format and its ONNX export, so the demo needs no torch. Rebuild the export after replacing the
+checkpoint with `python -m sslrt.export.demo CHECKPOINT`.
 """
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 import time
-from pathlib import Path
 
-
-ASSETS = Path(__file__).resolve().parent / "assets" / "demo"
-DEMO_CHECKPOINT = ASSETS / "demo_sup.pth.tar"
-DEMO_EXPORT = ASSETS / "export"
-
-
-def demo_model_dir() -> str:
-    from sslrt.errors import SslrtError
-
-    if not (DEMO_EXPORT / "manifest.json").is_file():
-        raise SslrtError(f"the demo model is missing from this installation ({DEMO_EXPORT}); reinstall sslrt or pass --model")
-    return str(DEMO_EXPORT)
+from sslrt.resolve import ASSETS, DEMO_EXPORT, demo_model_dir
 
 
 def demo_model_info() -> dict:
@@ -38,7 +24,7 @@ DEMO_IMAGE_SIZE = 448
 def demo_input(seed: int):
     """(rgb, waveform, true box in image pixels, description): a generated scene with two objects,
     one of which makes the sound."""
-    from sslrt.scenes import generate_samples
+    from sslrt.synthetic.scenes import generate_samples
 
     samples = generate_samples(1, seed, sizes=(DEMO_IMAGE_SIZE,))
     sample = samples[seed % len(samples)]
@@ -58,12 +44,11 @@ def run_demo(out: str | os.PathLike, seed: int = 7, backend: str = "onnxruntime"
     rgb, wave, true_box, description = demo_input(seed)
     localizer = Localizer.open(demo_model_dir(), backend=backend)
     result = localizer.localize(rgb, wave)
-    picture = render_overlay(rgb, result.heatmap, result.bbox, result.peak)
-    if true_box is not None:
-        import cv2
+    picture = render_overlay(rgb, result.heatmap, result.bbox, result.peak, sounding=result.sounding)
+    import cv2
 
-        x0, y0, x1, y1 = (int(v) for v in true_box)
-        cv2.rectangle(picture, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), 2)
+    x0, y0, x1, y1 = (int(v) for v in true_box)
+    cv2.rectangle(picture, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), 2)
     save_png(out, picture)
     info = demo_model_info()
     x0, y0, x1, y1 = result.bbox
@@ -73,9 +58,8 @@ def run_demo(out: str | os.PathLike, seed: int = 7, backend: str = "onnxruntime"
         f"sound source: peak at ({result.peak[0]:.0f}, {result.peak[1]:.0f}) px, box [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}], "
         f"score {result.score:.3f}",
     ]
-    if true_box is not None:
-        lines.append(f"true box of the sounding object: {[int(v) for v in true_box]} (green in the overlay); "
-                     f"peak inside it: {'yes' if _inside(result.peak, true_box) else 'no'}")
+    lines.append(f"true box of the sounding object: {[int(v) for v in true_box]} (green in the overlay); "
+                 f"peak inside it: {'yes' if _inside(result.peak, true_box) else 'no'}")
     t = result.timings_ms
     lines += [
         f"engine: {localizer.describe()}; preprocess {t['preprocess']:.1f} ms, inference {t['inference']:.1f} ms, "
@@ -83,29 +67,9 @@ def run_demo(out: str | os.PathLike, seed: int = 7, backend: str = "onnxruntime"
         f"overlay: {out}",
     ]
     return {"lines": lines, "model": info, "input": description, "true_box": true_box,
-            "peak_in_true_box": None if true_box is None else _inside(result.peak, true_box),
+            "peak_in_true_box": _inside(result.peak, true_box),
             "overlay": str(out), "result": result.to_dict()}
 
 
 def _inside(point, box) -> bool:
     return bool(box[0] <= point[0] < box[2] and box[1] <= point[1] < box[3])
-
-
-def rebuild_demo_export(checkpoint: str) -> None:
-    """Copy `checkpoint` into the assets and export it beside it, with a relative checkpoint path."""
-    from sslrt.export.atomic import write_json_atomic
-    from sslrt.export.onnx import export_checkpoint
-
-    ASSETS.mkdir(parents=True, exist_ok=True)
-    if os.path.abspath(checkpoint) != str(DEMO_CHECKPOINT):
-        shutil.copyfile(checkpoint, DEMO_CHECKPOINT)
-    exported = export_checkpoint(str(DEMO_CHECKPOINT), str(DEMO_EXPORT), simplify=True, int8=True)
-    manifest = exported.manifest
-    manifest["checkpoint"]["path"] = os.path.relpath(DEMO_CHECKPOINT, DEMO_EXPORT)
-    write_json_atomic(str(DEMO_EXPORT / "manifest.json"), manifest)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m sslrt.demo CHECKPOINT")
-    rebuild_demo_export(sys.argv[1])

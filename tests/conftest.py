@@ -46,12 +46,12 @@ def golden_checkpoint(tmp_path_factory, golden):
 
 @pytest.fixture(scope="session")
 def golden_export(tmp_path_factory, golden_checkpoint):
-    from sslrt.export.onnx import export_checkpoint
+    from sslrt.export import export_checkpoint
 
     return export_checkpoint(str(golden_checkpoint), str(tmp_path_factory.mktemp("exports") / "golden"))
 
 
-from sslrt.model.synthetic import make_checkpoint  # noqa: E402  (re-exported for the tests)
+from sslrt.synthetic.checkpoints import make_checkpoint  # noqa: E402  (re-exported for the tests)
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +61,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory, tiny_checkpoint):
-    from sslrt.export.onnx import export_checkpoint
+    from sslrt.export import export_checkpoint
 
     return export_checkpoint(str(tiny_checkpoint), str(tmp_path_factory.mktemp("exports") / "tiny"))
 
@@ -72,7 +72,7 @@ def media(tmp_path_factory):
     import cv2
     import soundfile as sf
 
-    from sslrt.runtime.generated import generated_image, generated_waveform
+    from sslrt.synthetic.generated import generated_image, generated_waveform
 
     d = tmp_path_factory.mktemp("media")
     rgb = generated_image(3, (120, 160))

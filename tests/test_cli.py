@@ -36,7 +36,7 @@ def test_run_human_summary_and_overlay(tiny_export, media, tmp_path, capsys):
 
 
 def test_checkpoint_model_is_exported_once_to_the_cache(tiny_checkpoint, tiny_export, media, capsys):
-    from sslrt.export.source import cache_root
+    from sslrt.store.cache import cache_root
 
     args = ["run", media / "scene.jpg", media / "sound.wav", "--json"]
     code, out, err = run_cli(args + ["-m", tiny_checkpoint], capsys)

@@ -13,7 +13,8 @@ import pytest
 import soundfile as sf
 
 from sslrt import datasets as D
-from sslrt import metrics as M
+from sslrt.synthetic import datasets as W
+from sslrt.measure import metrics as M
 from sslrt.datasets import common
 from sslrt.errors import SslrtError
 
@@ -75,7 +76,7 @@ def test_real_flickr_test_list_count_and_missing(tmp_path):
     _touch_image(tmp_path / "frames" / f"{second}.mp4" / "00000005.jpg")
     for clip in (first, second):
         _touch_wav(tmp_path / "audio" / f"{clip}.wav")
-        D.synthetic.flickr_xml(clip, [[0, 0, 128, 128], [64, 64, 256, 256]]).write(
+        W.flickr_xml(clip, [[0, 0, 128, 128], [64, 64, 256, 256]]).write(
             _mkdir(tmp_path / "Annotations") / f"{clip}.xml")
 
     reading = D.read_flickr(tmp_path, METADATA / "flickr_test.csv")
@@ -138,8 +139,8 @@ def _check_media(sample, written):
 
 
 def test_generated_vggss_is_read_back(tmp_path):
-    written = D.synthetic_vggss_samples(4, seed=3)
-    annotation = D.write_vggss(tmp_path, written)
+    written = W.synthetic_vggss_samples(4, seed=3)
+    annotation = W.write_vggss(tmp_path, written)
     reading = D.read_vggss(tmp_path)  # annotation found under the root
     assert annotation.is_file() and reading.missing == []
     assert [s.key for s in reading.samples] == [w.name for w in written]
@@ -150,8 +151,8 @@ def test_generated_vggss_is_read_back(tmp_path):
 
 
 def test_generated_flickr_is_read_back(tmp_path):
-    written = D.synthetic_flickr_samples(3, seed=4)
-    D.write_flickr(tmp_path, written)
+    written = W.synthetic_flickr_samples(3, seed=4)
+    W.write_flickr(tmp_path, written)
     reading = D.read_flickr(tmp_path)
     assert reading.missing == []
     assert [s.key for s in reading.samples] == [w.name for w in written]
@@ -163,8 +164,8 @@ def test_generated_flickr_is_read_back(tmp_path):
 
 
 def test_generated_is3_is_read_back_and_grouped(tmp_path):
-    written = D.synthetic_is3_samples(3, seed=5)
-    D.write_is3(tmp_path, written)
+    written = W.synthetic_is3_samples(3, seed=5)
+    W.write_is3(tmp_path, written)
     reading = D.read_is3(tmp_path)
     assert reading.missing == [] and len(reading.samples) == 6
     assert [s.key for s in reading.samples] == [w.name for w in written]
@@ -180,15 +181,15 @@ def test_generated_is3_is_read_back_and_grouped(tmp_path):
 
 
 def test_read_dataset_dispatches(tmp_path):
-    D.write_is3(tmp_path, D.synthetic_is3_samples(1, seed=0))
+    W.write_is3(tmp_path, W.synthetic_is3_samples(1, seed=0))
     assert len(D.read_dataset("is3", tmp_path).samples) == 2
     with pytest.raises(SslrtError, match="unknown test set"):
         D.read_dataset("coco", tmp_path)
 
 
 def test_missing_media_are_listed_not_fatal(tmp_path):
-    written = D.synthetic_vggss_samples(3, seed=6)
-    D.write_vggss(tmp_path, written)
+    written = W.synthetic_vggss_samples(3, seed=6)
+    W.write_vggss(tmp_path, written)
     os.remove(tmp_path / f"{written[1].name}.wav")
     shutil.rmtree(tmp_path / written[2].name)
     reading = D.read_vggss(tmp_path)
@@ -198,15 +199,15 @@ def test_missing_media_are_listed_not_fatal(tmp_path):
 
 
 def test_synthetic_content_is_deterministic(tmp_path):
-    for make in (D.synthetic_vggss_samples, D.synthetic_flickr_samples, D.synthetic_is3_samples):
+    for make in (W.synthetic_vggss_samples, W.synthetic_flickr_samples, W.synthetic_is3_samples):
         a, b = make(2, seed=11), make(2, seed=11)
         for x, y in zip(a, b):
             assert x.name == y.name
             np.testing.assert_array_equal(x.rgb, y.rgb)
             np.testing.assert_array_equal(x.waveform, y.waveform)
         assert [x.name for x in make(2, seed=12)] != [x.name for x in a]
-    D.write_is3(tmp_path / "a", D.synthetic_is3_samples(1, seed=2))
-    D.write_is3(tmp_path / "b", D.synthetic_is3_samples(1, seed=2))
+    W.write_is3(tmp_path / "a", W.synthetic_is3_samples(1, seed=2))
+    W.write_is3(tmp_path / "b", W.synthetic_is3_samples(1, seed=2))
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
     assert files_a == files_b
@@ -216,18 +217,18 @@ def test_synthetic_content_is_deterministic(tmp_path):
 
 def test_write_is3_takes_plain_tuples(tmp_path):
     rgb = np.zeros((224, 224, 3), np.uint8)
-    D.write_is3(tmp_path, [("cat_dog_7_cat", rgb, np.zeros(1600), (10, 20, 100, 120))])
+    W.write_is3(tmp_path, [("cat_dog_7_cat", rgb, np.zeros(1600), (10, 20, 100, 120))])
     reading = D.read_is3(tmp_path)
     assert [s.key for s in reading.samples] == ["cat_dog_7_cat"]
     assert reading.samples[0].boxes == ((10.0, 20.0, 100.0, 120.0),)
     # or any record with the same attribute names, as a scene generator may have
     record = SimpleNamespace(name="cat_dog_7_dog", rgb=rgb, waveform=np.zeros(1600), box=[0, 0, 50, 60])
-    D.write_is3(tmp_path / "records", [record])
+    W.write_is3(tmp_path / "records", [record])
     assert [s.key for s in D.read_is3(tmp_path / "records").samples] == ["cat_dog_7_dog"]
 
 
 def test_linked_folders_are_followed_once(tmp_path):
-    D.write_is3(tmp_path / "data", D.synthetic_is3_samples(1, seed=0))
+    W.write_is3(tmp_path / "data", W.synthetic_is3_samples(1, seed=0))
     (tmp_path / "data" / "loop").symlink_to(tmp_path / "data")  # a link back up must not recurse
     (tmp_path / "root").mkdir()
     (tmp_path / "root" / "linked").symlink_to(tmp_path / "data")
@@ -280,8 +281,8 @@ def test_malformed_annotation_is_named(tmp_path, content, reader):
 
 
 def test_malformed_flickr_xml_is_named(tmp_path):
-    written = D.synthetic_flickr_samples(1, seed=1)
-    D.write_flickr(tmp_path, written)
+    written = W.synthetic_flickr_samples(1, seed=1)
+    W.write_flickr(tmp_path, written)
     xml = tmp_path / "Annotations" / f"{written[0].name}.xml"
     xml.write_text("<annotation><object><bbox>")
     with pytest.raises(SslrtError, match=str(xml)):

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from conftest import run_cli
-from sslrt.demo import DEMO_CHECKPOINT, DEMO_EXPORT
-from sslrt.scenes import generate_samples
-from sslrt.scenes.is3 import write_is3
+from sslrt.resolve import DEMO_CHECKPOINT, DEMO_EXPORT
+from sslrt.synthetic.scenes import generate_samples
+from sslrt.synthetic.scenes.is3 import write_scene_set
 
 # 16 two-object pictures of a generator run the training never saw (training: seed 0; its
 # held-out set: seed 1000003).
@@ -17,14 +17,14 @@ HELDOUT_SEED, HELDOUT_IMAGES = 4242, 16
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory):
     root = tmp_path_factory.mktemp("heldout")
-    write_is3(generate_samples(HELDOUT_IMAGES, HELDOUT_SEED, sizes=(224, 320)), root)
+    write_scene_set(generate_samples(HELDOUT_IMAGES, HELDOUT_SEED, sizes=(224, 320)), root)
     return root
 
 
 @pytest.fixture(scope="module")
 def random_export(tmp_path_factory):
-    from sslrt.export.onnx import export_checkpoint
-    from sslrt.model.synthetic import make_checkpoint
+    from sslrt.export import export_checkpoint
+    from sslrt.synthetic.checkpoints import make_checkpoint
 
     d = tmp_path_factory.mktemp("random8")
     return export_checkpoint(str(make_checkpoint(d / "random8.pth.tar", width=8, seed=1)), str(d / "export"), encoders=False)
@@ -32,9 +32,9 @@ def random_export(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fp16_export(tmp_path_factory):
-    from sslrt.export.onnx import export_checkpoint
+    from sslrt.export import export_checkpoint
 
-    return export_checkpoint(str(DEMO_CHECKPOINT), str(tmp_path_factory.mktemp("demo16") / "export"), precision="fp16",
+    return export_checkpoint(str(DEMO_CHECKPOINT), str(tmp_path_factory.mktemp("demo16") / "export"), targets=["onnx_fp16"],
                              encoders=False)
 
 

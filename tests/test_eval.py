@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from sslrt.datasets import (
+from sslrt.synthetic.datasets import (
     synthetic_flickr_samples, synthetic_is3_samples, synthetic_vggss_samples, write_flickr, write_is3, write_vggss,
 )
 

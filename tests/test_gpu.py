@@ -61,9 +61,9 @@ def _inputs(n=6, seed=0):
 
 @pytest.fixture(scope="session")
 def tiny_export_fp16(tmp_path_factory, tiny_checkpoint):
-    from sslrt.export.onnx import export_checkpoint
+    from sslrt.export import export_checkpoint
 
-    return export_checkpoint(str(tiny_checkpoint), str(tmp_path_factory.mktemp("exports") / "tiny16"), precision="fp16")
+    return export_checkpoint(str(tiny_checkpoint), str(tmp_path_factory.mktemp("exports") / "tiny16"), targets=["onnx_fp16"])
 
 
 # -- TensorRT batch profile -----------------------------------------------------------------
@@ -224,7 +224,7 @@ def test_fp16_onnx_keeps_float32_io_and_is_recorded(tiny_export_fp16):
 def test_fp16_onnx_on_cpu_within_the_fp16_budget(tiny_export_fp16):
     from sslrt.engines.onnxruntime import OnnxRuntimeEngine
     from sslrt.engines.torch import TorchEngine
-    from sslrt.parity import FP16_BUDGET, compare_engines, within_budget
+    from sslrt.measure.parity import FP16_BUDGET, compare_engines, within_budget
 
     image, audio = _inputs(8, seed=77)
     fp16 = OnnxRuntimeEngine(tiny_export_fp16.artifact_path("onnx_fp16"), precision="fp16")
@@ -242,7 +242,7 @@ def test_fp16_run_through_the_cli(tiny_export_fp16, media, capsys):
 
 # -- the comparator -----------------------------------------------------------------------------
 def test_comparator_report_fields():
-    from sslrt.parity import heatmap_agreement, localization_ciou, within_budget
+    from sslrt.measure.parity import heatmap_agreement, localization_ciou, within_budget
 
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((5, 1, 14, 14)).astype(np.float32)
@@ -266,9 +266,9 @@ def test_localization_ciou_matches_the_official_formula():
     """A transcription of the official evaluation (upsample, min-max, median threshold, ciou)."""
     import cv2  # noqa: F401  (the official Flickr/IS3 path uses torch's align_corners=True; postprocess matches it)
 
-    from sslrt.parity import localization_ciou
-    from sslrt.metrics import minmax_normalize as minmax
-    from sslrt.metrics import upsample_heatmap
+    from sslrt.measure.parity import localization_ciou
+    from sslrt.measure.metrics import minmax_normalize as minmax
+    from sslrt.measure.metrics import upsample_heatmap
 
     def upsample_align_corners(h):
         return upsample_heatmap(h, "bilinear_align_corners")
@@ -291,7 +291,7 @@ def test_localization_ciou_matches_the_official_formula():
 @pytest.mark.parametrize("precision,cuda_graph", [("fp32", False), ("fp16", False), ("fp16", True)])
 def test_torch_cuda_parity(tiny_checkpoint, precision, cuda_graph):
     from sslrt.engines.torch import TorchEngine
-    from sslrt.parity import FP16_BUDGET, compare_engines, within_budget
+    from sslrt.measure.parity import FP16_BUDGET, compare_engines, within_budget
 
     image, audio = _inputs(8)
     cand = TorchEngine(str(tiny_checkpoint), precision=precision, device="cuda", channels_last=True, cuda_graph=cuda_graph)
@@ -309,11 +309,11 @@ def test_torch_cuda_parity(tiny_checkpoint, precision, cuda_graph):
 def test_onnxruntime_cuda_parity(tiny_export_fp16, precision):
     from sslrt.engines import create_engine
     from sslrt.engines.torch import TorchEngine
-    from sslrt.export.source import ModelSource
-    from sslrt.parity import FP16_BUDGET, compare_engines, within_budget
+    from sslrt.resolve import resolve_model
+    from sslrt.measure.parity import FP16_BUDGET, compare_engines, within_budget
 
     image, audio = _inputs(8)
-    engine = create_engine("onnxruntime-cuda", ModelSource.from_path(tiny_export_fp16.directory), precision=precision)
+    engine = create_engine("onnxruntime-cuda", resolve_model(tiny_export_fp16.directory), precision=precision)
     assert engine.device == "cuda"
     stats = compare_engines(TorchEngine(tiny_export_fp16.checkpoint_path), engine, image, audio)
     assert stats["max_abs"] <= 1e-4 if precision == "fp32" else within_budget(stats, FP16_BUDGET)[0]
@@ -326,9 +326,9 @@ def test_onnxruntime_cuda_parity(tiny_export_fp16, precision):
 def test_tensorrt_build_run_and_parity(tiny_checkpoint, tmp_path, capsys, precision):
     from sslrt.engines import create_engine
     from sslrt.engines.torch import TorchEngine
-    from sslrt.export.manifest import read_export
-    from sslrt.export.source import ModelSource
-    from sslrt.parity import FP16_BUDGET, compare_engines, within_budget
+    from sslrt.store.manifest import read_export
+    from sslrt.resolve import resolve_model
+    from sslrt.measure.parity import FP16_BUDGET, compare_engines, within_budget
 
     cache = tmp_path / "timing.cache"
     out = tmp_path / "trt"
@@ -340,7 +340,7 @@ def test_tensorrt_build_run_and_parity(tiny_checkpoint, tmp_path, capsys, precis
     assert cache.is_file() and cache.stat().st_size > 0
     image, audio = _inputs(11)  # 11 > max batch 8: the adapter splits it
     for cuda_graph in (False, True):
-        engine = create_engine("tensorrt", ModelSource.from_path(str(out)), precision=precision, cuda_graph=cuda_graph)
+        engine = create_engine("tensorrt", resolve_model(str(out)), precision=precision, cuda_graph=cuda_graph)
         stats = compare_engines(TorchEngine(str(tiny_checkpoint)), engine, image, audio, batch_size=4)
         assert stats["max_abs"] <= 1e-3 if precision == "fp32" else within_budget(stats, FP16_BUDGET)[0], stats
         engine.close()

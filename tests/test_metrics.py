@@ -1,4 +1,4 @@
-"""sslrt.metrics against slow, literal transcriptions of the official evaluation.
+"""sslrt.measure.metrics against slow, literal transcriptions of the official evaluation.
 
 The `literal_*` helpers below are deliberately naive: Python loops, sorted(), list slicing,
 written line by line from ../shared/PAPER_FACTS.md ("Turning the heatmap into a localization")
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sslrt import metrics as M
+from sslrt.measure import metrics as M
 from sslrt.errors import SslrtError
 
 S = 224

@@ -41,7 +41,7 @@ def test_mp3_pair_matches_the_official_path(golden_checkpoint, golden_export):
 
 
 def test_export_manifest_records_measured_parity(golden_export, golden_checkpoint):
-    from sslrt.export.manifest import sha256_file
+    from sslrt.store.manifest import sha256_file
 
     m = golden_export.manifest
     assert m["checkpoint"]["sha256"] == sha256_file(golden_checkpoint)

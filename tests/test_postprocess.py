@@ -1,7 +1,7 @@
 """Heatmap -> peak, box, score in original pixels (the metrics themselves: test_metrics.py)."""
 import numpy as np
 
-from sslrt.runtime.postprocess import localize_heatmaps
+from sslrt.runtime.localization import localize_heatmaps
 
 
 def test_peak_and_box_land_on_the_hot_cell_in_original_pixels():

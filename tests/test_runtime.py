@@ -3,7 +3,7 @@ import numpy as np
 
 import sslrt
 from sslrt.engines import create_engine
-from sslrt.export.source import ModelSource
+from sslrt.resolve import resolve_model
 from sslrt.runtime.pipeline import Localizer
 
 
@@ -26,7 +26,7 @@ class CountingEngine:
 
 
 def _split_localizer(export_dir):
-    source = ModelSource.from_path(export_dir)
+    source = resolve_model(export_dir)
     return Localizer({g: CountingEngine(create_engine("onnxruntime", source, graph=g)) for g in ("vision", "audio")}, source)
 
 

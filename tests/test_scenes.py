@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sslrt.config import IMAGE_SIZE, SAMPLE_RATE
-from sslrt.scenes import CLASS_NAMES, generate_samples, read_is3, render_scene, write_is3
-from sslrt.metrics import is3_image_group as image_group
+from sslrt.synthetic.generated import SAMPLE_RATE
+from sslrt.synthetic.scenes.generator import IMAGE_SIZE
+from sslrt.synthetic.scenes import CLASS_NAMES, generate_samples, read_scene_set, render_scene, write_scene_set
+from sslrt.measure.metrics import is3_image_group as image_group
 
 
 def test_same_seed_same_samples_other_seed_other_samples():
@@ -81,7 +82,7 @@ def test_names_follow_is3_and_group_by_picture():
 
 def test_is3_writer_files_and_json(tmp_path):
     samples = generate_samples(2, seed=9, seconds=2.0, sizes=(320,))
-    json_path = write_is3(samples, tmp_path)
+    json_path = write_scene_set(samples, tmp_path)
     entries = json.load(open(json_path))
     assert len(entries) == len(samples)
     for entry, s in zip(entries, samples):
@@ -98,6 +99,6 @@ def test_is3_writer_files_and_json(tmp_path):
         image = load_image(os.path.join(tmp_path, "visual_frames", f"{s.name}.jpg"))
         assert image.shape == s.image.shape
         assert np.abs(image.astype(int) - s.image.astype(int)).mean() < 6  # JPEG at OpenCV's default quality
-    back = read_is3(json_path)
+    back = read_scene_set(json_path)
     assert [b["name"] for b in back] == [s.name for s in samples]
     assert all(os.path.isfile(b["image"]) and os.path.isfile(b["audio"]) for b in back)

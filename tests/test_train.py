@@ -7,9 +7,9 @@ from sslrt.config import ModelConfig
 from sslrt.model.checkpoint import load_checkpoint
 from sslrt.model.network import SoundLocalizer
 from sslrt.train.loss import alignment_loss, pooled_similarity
-from sslrt.metrics import upsample_heatmap as _upsample
+from sslrt.measure.metrics import upsample_heatmap as _upsample
 from sslrt.train.metrics import ciou_is3, summarize
-from sslrt.train.trainer import export_checkpoint
+from sslrt.train.trainer import write_released_checkpoint
 
 
 def _tiny_batch(b=4):
@@ -58,7 +58,7 @@ def test_views_of_one_sample_are_positives():
 def test_export_is_the_released_layout_and_loads(tmp_path):
     model = SoundLocalizer(ModelConfig(width=4)).eval()
     path = str(tmp_path / "demo.pth.tar")
-    export_checkpoint(model, path, epoch=3)
+    write_released_checkpoint(model, path, epoch=3)
     raw = torch.load(path, map_location="cpu", weights_only=True)
     assert set(raw) == {"epoch", "model_state_dict", "optimizer_state_dict"} and raw["epoch"] == 3
     keys = raw["model_state_dict"].keys()

@@ -1,22 +1,12 @@
-"""Readers of the official test-set layouts (VGG-SS, Flickr-SoundNet, IS3) and writers of small
-datasets in the same layouts."""
+"""Readers of the official test-set layouts (VGG-SS, Flickr-SoundNet, IS3). Writers of small
+datasets in the same layouts live in sslrt.synthetic.datasets."""
 from __future__ import annotations
 
 import os
 
-from sslrt.datasets.common import UPSAMPLE_RULE, DatasetReading, FileIndex, Sample, ground_truth_batch
+from sslrt.datasets.common import DatasetReading, FileIndex, Sample, ground_truth_batch
 from sslrt.datasets.flickr import parse_flickr_boxes, read_flickr
 from sslrt.datasets.is3 import read_is3
-from sslrt.datasets.synthetic import (
-    ClipSample,
-    IS3Sample,
-    synthetic_flickr_samples,
-    synthetic_is3_samples,
-    synthetic_vggss_samples,
-    write_flickr,
-    write_is3,
-    write_vggss,
-)
 from sslrt.datasets.vggss import read_vggss, vggsound_clip_folder
 from sslrt.errors import SslrtError
 
@@ -36,8 +26,6 @@ def read_dataset(name: str, root: str | os.PathLike, annotation: str | os.PathLi
 
 
 __all__ = [
-    "DATASETS", "UPSAMPLE_RULE", "DatasetReading", "FileIndex", "Sample", "ground_truth_batch",
+    "DATASETS", "DatasetReading", "FileIndex", "Sample", "ground_truth_batch",
     "read_dataset", "read_vggss", "read_flickr", "read_is3", "parse_flickr_boxes", "vggsound_clip_folder",
-    "ClipSample", "IS3Sample", "write_vggss", "write_flickr", "write_is3",
-    "synthetic_vggss_samples", "synthetic_flickr_samples", "synthetic_is3_samples",
 ]

@@ -10,15 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sslrt import metrics
+from sslrt.measure import metrics
 from sslrt.errors import SslrtError
-
-# Which 14x14 -> 224x224 rule the official evaluation used for each test set.
-UPSAMPLE_RULE = {
-    "vggss": "cv2_linear",
-    "flickr": "bilinear_align_corners",
-    "is3": "bilinear_align_corners",
-}
 
 # Only these file kinds are indexed: a VGG-SS frame folder can hold ~100 frames per clip.
 _INDEXED_SUFFIXES = {".jpg", ".jpeg", ".png", ".wav", ".flac", ".xml", ".json", ".csv", ".txt"}
@@ -68,7 +61,11 @@ class DatasetReading:
 
     @property
     def upsample_rule(self) -> str:
-        return UPSAMPLE_RULE[self.dataset]
+        """How the paper's official evaluation upsampled heatmaps on this test set (each family's
+        own rule is in its spec: `spec.eval_upsample[dataset]`)."""
+        from sslrt.spec import DEFAULT_FAMILY, get_spec
+
+        return get_spec(DEFAULT_FAMILY).eval_upsample[self.dataset]
 
     def note_missing(self, key: str, what: list[str]) -> None:
         self.missing.append(key)

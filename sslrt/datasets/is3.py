@@ -14,7 +14,7 @@ import os
 
 from sslrt.datasets.common import DatasetReading, FileIndex, Sample, base_name, find_annotation, load_json
 from sslrt.errors import SslrtError
-from sslrt.metrics import is3_image_group
+from sslrt.measure.metrics import is3_image_group
 
 ANNOTATION_NAMES = ("is3_synthetic3240_bbox.json", "synthetic3240_bbox.json")
 

@@ -1,205 +1,160 @@
-"""Engines: one interface (base.Engine), one adapter per backend, and the table that picks one.
+"""Engines: one interface (base.Engine), one adapter module per backend, one table of backends.
 
-Everything backend-specific stays in this package: `create_engine` is the one place that maps a
-backend name to an adapter, and `choose_backend` the one place that ranks them for `auto`.
+Each adapter module declares its rows (`ROWS`: name, artifact format, precisions, device, probe,
+install hint, factory); this module only collects them. `create_engine` is a lookup, a check and
+a call; `choose_backend` (what `auto` means) is a pure function of (installed backends, the
+export's artifacts, the precision asked). Adding a backend = one adapter module with its rows,
+plus its name in `ADAPTER_MODULES`.
 """
 from __future__ import annotations
 
-import importlib.util
-from typing import Callable, Iterable
+import importlib
+from typing import Iterable
 
-from sslrt.engines.base import Engine, TensorSpec
+from sslrt.engines.base import Artifact, BackendRow, Engine, EngineOptions, TensorSpec
 from sslrt.errors import BackendUnavailable, SslrtError
-from sslrt.config import GRAPHS
-from sslrt.export.source import ModelSource
-from sslrt.graphs import artifact_key
+from sslrt.graphs import GRAPHS, artifact_key
 
-# Registry names. onnxruntime / torch run on the CPU; the others need a CUDA GPU.
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "torch", "torch-cuda")
+# The adapter modules, imported for their rows (each imports its runtime library only when a
+# probe or factory runs, so reading the table is cheap).
+ADAPTER_MODULES = ("sslrt.engines.onnxruntime", "sslrt.engines.tensorrt", "sslrt.engines.torch")
 PRECISIONS = ("fp32", "fp16", "int8")
-# What `auto` tries, best first (the PyTorch reference is never chosen: it is the yardstick).
-AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime")
 
-INSTALL_HINTS = {
-    "tensorrt": "TensorRT, cuda-python and a CUDA GPU: pip install 'sslrt[tensorrt]'",
-    "onnxruntime": "onnxruntime: pip install onnxruntime",
-    "onnxruntime-cuda": "onnxruntime-gpu and a CUDA GPU: pip install 'sslrt[gpu]' (it replaces the CPU onnxruntime)",
-    "onnxruntime-trt": "onnxruntime-gpu built with TensorRT, TensorRT and a CUDA GPU: pip install 'sslrt[gpu]' 'sslrt[tensorrt]'",
-    "torch": "PyTorch: pip install 'sslrt[export]' (CPU: pip install torch==2.13.0 first)",
-    "torch-cuda": "a CUDA build of PyTorch and a CUDA GPU: pip install torch (CUDA wheel) && pip install 'sslrt[export]'",
-}
+_TABLE: dict[str, BackendRow] | None = None
 
 
-def backend_artifact_key(backend: str, precision: str, graph: str = "fused") -> str:
-    """Which export artifact a backend runs: the TensorRT engine or an ONNX graph."""
-    return artifact_key("tensorrt" if backend == "tensorrt" else "onnx", precision, graph)
+def backend_table() -> dict[str, BackendRow]:
+    """name -> row, in declaration order."""
+    global _TABLE
+    if _TABLE is None:
+        table: dict[str, BackendRow] = {}
+        for module in ADAPTER_MODULES:
+            for row in importlib.import_module(module).ROWS:
+                if row.name in table or row.name == "auto":
+                    raise RuntimeError(f"backend {row.name!r} is declared twice")
+                table[row.name] = row
+        _TABLE = table
+    return _TABLE
 
 
-def available_graphs(backend: str, source: ModelSource, precision: str = "fp32", progress=None) -> tuple[str, ...]:
-    """Which of config.GRAPHS `backend` can run for this model (the encoders need an export that
-    has them; a checkpoint is exported here, with `progress`, if it was not yet)."""
-    if backend in ("torch", "torch-cuda"):
-        return GRAPHS
-    if backend == "onnxruntime-trt":
-        precision = "fp32"  # the TensorRT provider builds from the fp32 graphs
-    artifacts = source.exported(progress=progress).artifacts
-    return tuple(g for g in GRAPHS if backend_artifact_key(backend, precision, g) in artifacts)
+def backend_names() -> tuple[str, ...]:
+    return ("auto", *backend_table())
 
 
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def cuda_device_count() -> int:
-    """CUDA devices visible, without torch: cuda-python if installed, else the driver via ctypes."""
-    try:
-        from sslrt.engines.tensorrt import import_cudart
-
-        cudart = import_cudart()
-        err, count = cudart.cudaGetDeviceCount()
-        return int(count) if int(err) == 0 else 0
-    except Exception:
-        pass
-    try:
-        import ctypes
-
-        lib = ctypes.CDLL("libcuda.so.1")
-        count = ctypes.c_int(0)
-        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return 0
-        return count.value
-    except OSError:
-        return 0
+def get_row(name: str) -> BackendRow:
+    table = backend_table()
+    if name not in table:
+        raise SslrtError(f"unknown backend '{name}' (choose from: {', '.join(backend_names())})")
+    return table[name]
 
 
 def available_backends(include_torch: bool = False) -> set[str]:
-    """Backends whose packages (and GPU, for the CUDA ones) are present. torch is only probed on
-    request: importing it is slow, and the runtime path never needs it."""
-    out: set[str] = set()
-    gpus = None
-    if _has("onnxruntime"):
-        out.add("onnxruntime")
-        import onnxruntime
+    """Rows whose probe says the backend can run here. The torch rows are probed only on request:
+    importing torch is slow, and the runtime path never needs it."""
+    return {name for name, row in backend_table().items()
+            if (include_torch or row.artifact != "checkpoint") and row.probe()}
 
-        providers = set(onnxruntime.get_available_providers())
-        if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & providers:
-            gpus = cuda_device_count()
-            if gpus and "CUDAExecutionProvider" in providers:
-                out.add("onnxruntime-cuda")
-            if gpus and "TensorrtExecutionProvider" in providers:
-                out.add("onnxruntime-trt")
-    if _has("tensorrt") and (_has("cuda.bindings") or _has("cuda.cudart")):
-        gpus = cuda_device_count() if gpus is None else gpus
-        if gpus:
-            out.add("tensorrt")
-    if include_torch and _has("torch"):
-        out.add("torch")
-        import torch
 
-        if torch.cuda.is_available():
-            out.add("torch-cuda")
-    return out
+def row_artifact_key(row: BackendRow, precision: str, graph: str = "fused") -> str | None:
+    """The export artifact a row runs for (precision, graph); None for the checkpoint rows."""
+    if row.artifact == "checkpoint":
+        return None
+    return artifact_key(row.artifact, row.artifact_precision.get(precision, precision), graph)
+
+
+def has_artifact(row: BackendRow, artifacts: Iterable[str], precision: str, graph: str = "fused") -> bool:
+    key = row_artifact_key(row, precision, graph)
+    return key is None or key in set(artifacts)
+
+
+def graphs_for(row: BackendRow, artifacts: Iterable[str], precision: str) -> tuple[str, ...]:
+    """Which graphs `row` can run at `precision` for an export holding `artifacts`."""
+    artifacts = set(artifacts)
+    return tuple(g for g in GRAPHS if has_artifact(row, artifacts, precision, g))
 
 
 def choose_backend(available: Iterable[str], artifacts: Iterable[str], precision: str | None = None) -> tuple[str, str]:
     """`auto`: the best (backend, precision) given what is installed and what the export holds.
 
-    TensorRT > ONNX Runtime CUDA > ONNX Runtime CPU. Without an explicit precision, TensorRT runs
-    the engine it has (fp16 before fp32) and ONNX Runtime runs fp32.
+    Rows are ranked by their `auto_rank` (GPU engines first, then the fastest CPU backend as
+    measured; see docs/ARCHITECTURE.md); without an explicit precision a row runs the first of
+    its `auto_precisions` that the export has.
     """
     available, artifacts = set(available), set(artifacts)
-    for backend in AUTO_ORDER:
-        if backend not in available:
-            continue
-        wanted = [precision] if precision else (["fp16", "fp32"] if backend == "tensorrt" else ["fp32"])
-        for p in wanted:
-            if backend_artifact_key(backend, p) in artifacts:
-                return backend, p
+    rows = sorted((r for r in backend_table().values() if r.auto_rank is not None and r.name in available),
+                  key=lambda r: r.auto_rank)
+    for row in rows:
+        for p in ([precision] if precision else row.auto_precisions):
+            if p in row.precisions and has_artifact(row, artifacts, p):
+                return row.name, p
     have = ", ".join(sorted(artifacts)) or "nothing"
-    if precision and not any(a.endswith(f"_{precision}") for a in artifacts):
+    if precision and not any(a.split("_")[1:2] == [precision] for a in artifacts):
         raise SslrtError(f"the export has no {precision} model (has: {have}): re-export with --precision {precision}")
     raise BackendUnavailable(f"no installed backend can run this export (has: {have}; installed: "
                              f"{', '.join(sorted(available)) or 'none'}): pip install onnxruntime")
 
 
-def _require(backend: str, available: set[str]) -> None:
-    if backend not in available:
-        raise BackendUnavailable(f"backend '{backend}' needs {INSTALL_HINTS[backend]}")
-
-
-def _artifact(source: ModelSource, backend: str, precision: str, progress=None, graph: str = "fused"):
-    exported = source.exported(progress=progress)
-    key = backend_artifact_key(backend, precision, graph)
-    entry = exported.artifacts.get(key)
-    if entry is None:
-        kind = "TensorRT engine" if backend == "tensorrt" else "ONNX model"
-        what = "" if graph == "fused" else f" for the {graph} graph"
-        have = ", ".join(sorted(exported.artifacts)) or "none"
-        how = {"int8": "--int8", "fp16": "--fp16"}.get(precision, f"--precision {precision}")
-        how = f"--format tensorrt --precision {precision}" if backend == "tensorrt" else how
-        raise SslrtError(f"{exported.directory} has no {precision} {kind}{what} (has: {have}): re-export with `sslrt export CHECKPOINT {how}`")
-    return exported.artifact_path(key), entry
-
-
-def create_engine(backend: str, source: ModelSource, precision: str | None = "fp32", threads: int | None = None,
-                  progress=None, cuda_graph: bool = False, notify: Callable[[str], None] | None = None,
-                  available: set[str] | None = None, graph: str = "fused") -> Engine:
-    """Open one graph of `source` on `backend` (or the best one, for "auto"); the engine is loaded and ready to run.
-
-    `precision` None means fp32, except under auto (see choose_backend). `notify` receives the line
-    that says what auto chose.
-    """
-    if backend not in BACKENDS:
-        raise SslrtError(f"unknown backend '{backend}' (choose from: {', '.join(BACKENDS)})")
+def resolve_backend(backend: str, artifacts: Iterable[str], precision: str | None,
+                    available: set[str] | None = None, notify=None) -> tuple[BackendRow, str]:
+    """(row, precision) for a backend name or "auto", before any session opens. `precision` None
+    means the row's first auto precision the export has (fp32 for ONNX Runtime, the engine's own
+    for TensorRT). `notify` receives the line that says what auto chose."""
     if precision is not None and precision not in PRECISIONS:
         raise SslrtError(f"unknown precision '{precision}' (choose from: {', '.join(PRECISIONS)})")
+    artifacts = set(artifacts)
     if backend == "auto":
         available = available_backends() if available is None else available
-        backend, precision = choose_backend(available, source.exported(progress=progress).artifacts, precision)
+        name, precision = choose_backend(available, artifacts, precision)
         if notify:
-            notify(f"backend auto: chose {backend} {precision} (installed: {', '.join(sorted(available))})")
-    if backend == "tensorrt" and precision is None:  # the engine the export has, fp16 first
-        _require(backend, available_backends() if available is None else available)
-        artifacts = source.exported(progress=progress).artifacts
-        precision = "fp16" if "tensorrt_fp16" in artifacts else "fp32"
-    precision = precision or "fp32"
-    if cuda_graph and backend not in ("tensorrt", "torch-cuda"):
-        raise SslrtError(f"--cuda-graph is supported by the tensorrt and torch-cuda backends, not '{backend}'")
+            notify(f"backend auto: chose {name} {precision} (installed: {', '.join(sorted(available))})")
+        return get_row(name), precision
+    row = get_row(backend)
+    if precision is None:
+        precision = next((p for p in row.auto_precisions if has_artifact(row, artifacts, p)), row.auto_precisions[0])
+    if precision not in row.precisions:
+        raise SslrtError(f"backend '{row.name}' runs {', '.join(row.precisions)}, not {precision}{row.precision_hint}")
+    return row, precision
 
-    if backend in ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt"):
-        from sslrt.engines.onnxruntime import OnnxRuntimeEngine, providers_for
 
-        if not _has("onnxruntime"):
-            raise BackendUnavailable(f"backend '{backend}' needs {INSTALL_HINTS['onnxruntime']}")
-        if backend != "onnxruntime":
-            _require(backend, available_backends() if available is None else available)
-        # The TensorRT execution provider builds its own fp16 engine from the fp32 graph.
-        onnx_precision = "fp32" if backend == "onnxruntime-trt" else precision
-        path, _ = _artifact(source, backend, onnx_precision, progress, graph)
-        engine = OnnxRuntimeEngine(path, precision=precision, threads=threads, backend=backend,
-                                   providers=providers_for(backend, precision))
-    elif backend == "tensorrt":
-        from sslrt.engines.tensorrt import TensorRTEngine
+def _export_flag(precision: str) -> str:
+    return {"int8": "--int8", "fp16": "--fp16"}.get(precision, f"--precision {precision}")
 
-        _require(backend, available_backends() if available is None else available)
-        path, entry = _artifact(source, backend, precision, progress, graph)
-        engine = TensorRTEngine(path, entry, cuda_graph=cuda_graph)
-    else:  # torch, torch-cuda
-        from sslrt.engines.torch import TorchEngine
 
-        device = "cuda" if backend == "torch-cuda" else "cpu"
-        if device == "cpu" and precision != "fp32":
-            raise SslrtError(f"backend 'torch' runs fp32 on CPU, not {precision} (fp16: --backend torch-cuda)")
-        if precision == "int8":
-            raise SslrtError("backend 'torch-cuda' runs fp32 or fp16, not int8 (int8: --backend onnxruntime)")
-        engine = TorchEngine(source.checkpoint_for_reference(), precision=precision, device=device, threads=threads,
-                             channels_last=device == "cuda", cuda_graph=cuda_graph, graph=graph)
+def create_engine(backend: str, model, precision: str | None = "fp32", graph: str = "fused",
+                  threads: int | None = None, cuda_graph: bool = False, available: set[str] | None = None,
+                  notify=None) -> Engine:
+    """Open one graph of a resolved model (sslrt.resolve.ResolvedModel) on `backend` ("auto"
+    allowed); the engine is loaded and ready to run. Never exports."""
+    row, precision = resolve_backend(backend, model.artifacts, precision, available, notify)
+    if cuda_graph and not row.cuda_graph:
+        supported = ", ".join(r.name for r in backend_table().values() if r.cuda_graph)
+        raise SslrtError(f"--cuda-graph is supported by the {supported} backends, not '{row.name}'")
+    if not row.probe():
+        raise BackendUnavailable(f"backend '{row.name}' needs {row.install_hint}")
+    key = row_artifact_key(row, precision, graph)
+    if key is None:
+        artifact = Artifact(row.name, precision, graph, None, model.checkpoint_for_reference(), {}, model.spec)
+    else:
+        if key not in model.artifacts:
+            kind = "TensorRT engine" if row.artifact == "tensorrt" else "ONNX model"
+            what = "" if graph == "fused" else f" for the {graph} graph"
+            have = ", ".join(sorted(model.artifacts)) or "none"
+            how = f"--format tensorrt --precision {precision}" if row.artifact == "tensorrt" else _export_flag(precision)
+            raise SslrtError(f"{model.directory} has no {precision} {kind}{what} (has: {have}): "
+                             f"re-export with `sslrt export CHECKPOINT {how}`")
+        artifact = Artifact(row.name, precision, graph, key, model.exported.verified_path(key), model.artifacts[key], model.spec)
+    engine = row.factory(artifact, EngineOptions(threads=threads, cuda_graph=cuda_graph))
     engine.load()
     return engine
 
 
-__all__ = ["Engine", "TensorSpec", "BACKENDS", "PRECISIONS", "AUTO_ORDER", "backend_artifact_key", "available_backends",
-           "available_graphs", "choose_backend", "create_engine", "cuda_device_count"]
+def cuda_device_count() -> int:
+    """CUDA devices visible, without torch (see sslrt.engines.cuda)."""
+    from sslrt.engines.cuda import cuda_device_count as count
+
+    return count()
+
+
+__all__ = ["Artifact", "BackendRow", "Engine", "EngineOptions", "TensorSpec", "PRECISIONS", "available_backends",
+           "backend_names", "backend_table", "choose_backend", "create_engine", "cuda_device_count", "get_row",
+           "graphs_for", "resolve_backend", "row_artifact_key"]

@@ -6,7 +6,8 @@ preprocessing or heatmap semantics: those live in runtime/.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -30,9 +31,6 @@ class Engine(ABC):
     backend: str = "?"
     precision: str = "fp32"
 
-    def __init__(self) -> None:
-        self._loaded = False
-
     @abstractmethod
     def load(self) -> None:
         """Acquire the session / device buffers. Idempotent."""
@@ -50,7 +48,7 @@ class Engine(ABC):
         """Inference on one batch; every input named in `inputs` must be given."""
 
     def close(self) -> None:
-        self._loaded = False
+        """Free what load() took; the engine may be loaded again."""
 
     @property
     def device(self) -> str:
@@ -65,3 +63,49 @@ class Engine(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What one engine runs: a file of an export (an ONNX graph, a TensorRT engine) or, for the
+    PyTorch reference, the checkpoint; already verified against the manifest."""
+
+    backend: str
+    precision: str
+    graph: str  # "fused", "vision" or "audio" (sslrt.graphs.GRAPHS)
+    key: str | None  # the manifest's artifact key; None for a checkpoint
+    path: str
+    entry: dict  # the manifest's entry of the artifact ({} for a checkpoint)
+    spec: object  # the model family's sslrt.spec.ModelSpec
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    threads: int | None = None
+    cuda_graph: bool = False
+
+
+@dataclass(frozen=True)
+class BackendRow:
+    """One row of the backend table, declared by its adapter module.
+
+    artifact: which export artifacts it runs ("onnx", "tensorrt") or "checkpoint" (the reference).
+    artifact_precision: requested precision -> precision of the artifact it loads, where they
+    differ (ONNX Runtime's TensorRT provider builds its fp16 engine from the fp32 graph).
+    probe: whether it can run on this machine (packages, GPU), cheap and without side effects.
+    auto_rank: its place in `auto` (lower first; None: never chosen by auto).
+    auto_precisions: what it runs when no precision is asked, in order of preference.
+    """
+
+    name: str
+    artifact: str
+    precisions: tuple[str, ...]
+    device: str
+    probe: Callable[[], bool]
+    install_hint: str
+    factory: Callable[[Artifact, EngineOptions], Engine]
+    auto_rank: int | None = None
+    auto_precisions: tuple[str, ...] = ("fp32",)
+    artifact_precision: dict = field(default_factory=dict)
+    cuda_graph: bool = False
+    precision_hint: str = ""  # appended to the "does not run this precision" error

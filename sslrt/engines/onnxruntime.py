@@ -6,11 +6,13 @@ fp16 runs an fp16-converted graph whose inputs and outputs stay float32 (written
 """
 from __future__ import annotations
 
+import importlib.util
+from functools import lru_cache
 
 import numpy as np
 
-from sslrt.engines.base import Engine, TensorSpec
-from sslrt.errors import BackendUnavailable, SslrtError
+from sslrt.engines.base import Artifact, BackendRow, Engine, EngineOptions, TensorSpec
+from sslrt.errors import BackendUnavailable, SslrtError, first_line
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -22,7 +24,7 @@ def providers_for(backend: str, precision: str = "fp32") -> list:
     if backend == "onnxruntime-cuda":
         return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"}), "CPUExecutionProvider"]
     if backend == "onnxruntime-trt":
-        from sslrt.export.source import cache_root
+        from sslrt.store.cache import cache_root
 
         trt_options = {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
                        "trt_engine_cache_path": str(cache_root() / "ort-trt"), "trt_timing_cache_enable": True}
@@ -35,7 +37,6 @@ class OnnxRuntimeEngine(Engine):
 
     def __init__(self, onnx_path: str, precision: str = "fp32", providers: list | None = None,
                  threads: int | None = None, backend: str = "onnxruntime") -> None:
-        super().__init__()
         self.backend = backend
         self.onnx_path = onnx_path
         self.precision = precision
@@ -63,15 +64,13 @@ class OnnxRuntimeEngine(Engine):
         try:
             self._session = ort.InferenceSession(self.onnx_path, sess_options=opts, providers=providers)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SslrtError(f"ONNX model cannot be loaded: {self.onnx_path}: {first[:200]}") from None
+            raise SslrtError(f"ONNX model cannot be loaded: {self.onnx_path}: {first_line(exc)[:200]}") from None
         wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
         if wanted != "CPUExecutionProvider" and self._session.get_providers()[0] != wanted:
             # ONNX Runtime falls back to the CPU silently (no GPU, missing CUDA/cuDNN libraries).
             self._session = None
             raise BackendUnavailable(f"backend '{self.backend}': ONNX Runtime could not start {wanted} "
                                      "(no CUDA GPU, or CUDA/cuDNN libraries missing): pip install 'sslrt[gpu]'")
-        self._loaded = True
 
     def _specs(self, nodes) -> list[TensorSpec]:
         return [TensorSpec(n.name, tuple(d if isinstance(d, int) else None for d in n.shape), _ORT_TYPES.get(n.type, n.type))
@@ -101,5 +100,43 @@ class OnnxRuntimeEngine(Engine):
 
     def close(self) -> None:
         self._session = None
-        super().close()
+
+
+# -- the rows of the backend table ------------------------------------------------------------
+def _installed() -> bool:
+    try:
+        return importlib.util.find_spec("onnxruntime") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@lru_cache(maxsize=None)
+def _gpu_provider_usable(provider: str) -> bool:
+    if not _installed():
+        return False
+    import onnxruntime
+
+    if provider not in onnxruntime.get_available_providers():
+        return False
+    from sslrt.engines.cuda import cuda_device_count
+
+    return cuda_device_count() > 0
+
+
+def _factory(artifact: Artifact, options: EngineOptions) -> OnnxRuntimeEngine:
+    return OnnxRuntimeEngine(artifact.path, precision=artifact.precision, threads=options.threads, backend=artifact.backend,
+                             providers=providers_for(artifact.backend, artifact.precision))
+
+
+ROWS = (
+    BackendRow("onnxruntime", "onnx", ("fp32", "fp16", "int8"), "cpu", _installed,
+               "onnxruntime: pip install onnxruntime", _factory, auto_rank=30),
+    BackendRow("onnxruntime-cuda", "onnx", ("fp32", "fp16"), "cuda", lambda: _gpu_provider_usable("CUDAExecutionProvider"),
+               "onnxruntime-gpu and a CUDA GPU: pip install 'sslrt[gpu]' (it replaces the CPU onnxruntime)", _factory,
+               auto_rank=20, precision_hint=" (int8: --backend onnxruntime)"),
+    # The TensorRT execution provider builds its own fp16 engine from the fp32 graph.
+    BackendRow("onnxruntime-trt", "onnx", ("fp32", "fp16"), "cuda", lambda: _gpu_provider_usable("TensorrtExecutionProvider"),
+               "onnxruntime-gpu built with TensorRT, TensorRT and a CUDA GPU: pip install 'sslrt[gpu]' 'sslrt[tensorrt]'",
+               _factory, artifact_precision={"fp16": "fp32"}, precision_hint=" (int8: --backend onnxruntime)"),
+)
 

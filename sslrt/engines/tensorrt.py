@@ -16,25 +16,15 @@ so `check_engine_compatibility` (a pure function of the manifest entry) works an
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 
 import numpy as np
 
-from sslrt.config import INPUT_AUDIO, INPUT_IMAGE
-from sslrt.engines.base import Engine, TensorSpec
+from sslrt.engines.base import Artifact, BackendRow, Engine, EngineOptions, TensorSpec
+from sslrt.engines.cuda import import_cudart
 from sslrt.errors import BackendUnavailable, SslrtError
 
 REEXPORT = "re-export on this machine: sslrt export CHECKPOINT --format tensorrt"
-
-
-def import_cudart():
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.8
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError:
-            raise BackendUnavailable("backend 'tensorrt' needs cuda-python: pip install 'sslrt[tensorrt]'") from None
-    return cudart
 
 
 def import_tensorrt():
@@ -85,15 +75,14 @@ def check_engine_compatibility(entry: dict, tensorrt_version: str, gpu: dict) ->
 class TensorRTEngine(Engine):
     backend = "tensorrt"
 
-    def __init__(self, engine_path: str, entry: dict, cuda_graph: bool = False, graph_batch: int | None = None) -> None:
-        super().__init__()
+    def __init__(self, engine_path: str, entry: dict, cuda_graph: bool = False) -> None:
         self.engine_path = engine_path
         self.entry = entry
         self.precision = entry.get("precision", "fp32")
         profile = entry.get("profile") or {}
         self.min_batch, self.opt_batch, self.max_batch = (int(profile.get(k, 1)) for k in ("min", "opt", "max"))
         self.cuda_graph = cuda_graph
-        self.graph_batch = graph_batch
+        self.graph_batch: int | None = None  # the batch size the CUDA graph was captured for
         self._context = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -125,12 +114,10 @@ class TensorRTEngine(Engine):
             self._tensors[name] = (is_input, shape, dtype, int(device_ptr), int(host_ptr), host)
             if not self._context.set_tensor_address(name, int(device_ptr)):
                 raise SslrtError(f"TensorRT refused the buffer of tensor '{name}'")
-        missing = {INPUT_IMAGE, INPUT_AUDIO} - {n for n, t in self._tensors.items() if t[0]}
-        if missing:
-            raise SslrtError(f"TensorRT engine {self.engine_path} lacks inputs {sorted(missing)}: {REEXPORT}")
+        if not any(t[0] for t in self._tensors.values()):
+            raise SslrtError(f"TensorRT engine {self.engine_path} has no inputs: {REEXPORT}")
         self._graph_exec = None
         self._graph = None
-        self._loaded = True
 
     def close(self) -> None:
         if self._context is None:
@@ -146,7 +133,6 @@ class TensorRTEngine(Engine):
         cudart.cudaStreamDestroy(self._stream)
         self._tensors = {}
         self._context = self._engine = self._runtime = None
-        super().close()
 
     # -- specs ---------------------------------------------------------------------------
     def _specs(self, inputs: bool) -> list[TensorSpec]:
@@ -220,3 +206,29 @@ class TensorRTEngine(Engine):
             out = self._run_chunk(chunk, len(next(iter(chunk.values()))))
             pieces.append({k: v[:n] for k, v in out.items()})
         return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+
+
+# -- the row of the backend table -------------------------------------------------------------
+def _available() -> bool:
+    def has(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    if not (has("tensorrt") and (has("cuda.bindings") or has("cuda.cudart"))):
+        return False
+    from sslrt.engines.cuda import cuda_device_count
+
+    return cuda_device_count() > 0
+
+
+def _factory(artifact: Artifact, options: EngineOptions) -> TensorRTEngine:
+    return TensorRTEngine(artifact.path, artifact.entry, cuda_graph=options.cuda_graph)
+
+
+ROWS = (
+    BackendRow("tensorrt", "tensorrt", ("fp16", "fp32"), "cuda", _available,
+               "TensorRT, cuda-python and a CUDA GPU: pip install 'sslrt[tensorrt]'", _factory,
+               auto_rank=10, auto_precisions=("fp16", "fp32"), cuda_graph=True),
+)

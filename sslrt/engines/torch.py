@@ -1,33 +1,38 @@
-"""The PyTorch reference backend: the paper's network in eager fp32, the yardstick of parity.
+"""The PyTorch reference backend: the family's network in eager fp32, the yardstick of parity.
 
-On a CUDA GPU (registry name torch-cuda) it also runs fp16 under autocast, in channels_last
-memory format, and optionally replays a CUDA graph captured for one fixed batch size.
-Each of config.GRAPHS can be run: the fused pair, or one encoder.
+On a CUDA GPU (registry name torch-cuda) it also runs fp16 (the towers under autocast, the heads
+in fp32, as the fp16 ONNX graph and the TensorRT engine do), in channels_last memory format, and
+optionally replays CUDA graphs captured per batch size. Each of sslrt.graphs.GRAPHS can be run.
 """
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
-from sslrt.engines.base import Engine, TensorSpec
+from sslrt.engines.base import Artifact, BackendRow, Engine, EngineOptions, TensorSpec
 from sslrt.errors import BackendUnavailable, SslrtError
-from sslrt.graphs import GRAPH_IO, INPUT_SHAPES
+from sslrt.graphs import GRAPH_IO, input_shapes
+
+INSTALL_TORCH = "PyTorch: pip install 'sslrt[export]' (CPU: pip install torch==2.13.0 first)"
+INSTALL_TORCH_CUDA = "a CUDA build of PyTorch and a CUDA GPU: pip install torch (CUDA wheel) && pip install 'sslrt[export]'"
 
 
 class TorchEngine(Engine):
     backend = "torch"
 
     def __init__(self, checkpoint_path: str, precision: str = "fp32", device: str = "cpu", threads: int | None = None,
-                 channels_last: bool = False, cuda_graph: bool = False, graph: str = "fused") -> None:
-        super().__init__()
+                 channels_last: bool = False, cuda_graph: bool = False, graph: str = "fused", spec=None) -> None:
         self.checkpoint_path = checkpoint_path
         self.precision = precision
         self.graph = graph
+        self.spec = spec
         self._device = device
         self._threads = threads
         self.channels_last = channels_last
         self.cuda_graph = cuda_graph
         self._model = None
-        self._captured = None  # (batch, CUDAGraph, static inputs, static output)
+        self._captured: dict[int, tuple] = {}  # batch size -> (CUDAGraph, static inputs, static output)
         if device == "cuda":
             self.backend = "torch-cuda"
         if precision not in ("fp32", "fp16"):
@@ -36,11 +41,11 @@ class TorchEngine(Engine):
             raise SslrtError("fp16 and CUDA graphs of the torch backend need device 'cuda' (backend torch-cuda)")
 
     @classmethod
-    def from_model(cls, model, checkpoint_path: str, graph: str = "fused") -> "TorchEngine":
-        """Wrap an already loaded SoundLocalizer on the CPU (the exporter's, to avoid loading it twice)."""
+    def from_model(cls, model, checkpoint_path: str, graph: str = "fused", spec=None) -> "TorchEngine":
+        """Wrap an already loaded network on the CPU (the exporter's, to avoid loading it twice)."""
         import torch
 
-        engine = cls(checkpoint_path, graph=graph)
+        engine = cls(checkpoint_path, graph=graph, spec=spec)
         engine._model, engine._torch, engine.config = model.eval(), torch, model.cfg
         return engine
 
@@ -50,11 +55,9 @@ class TorchEngine(Engine):
         try:
             import torch
         except ImportError:
-            raise BackendUnavailable("backend 'torch' needs PyTorch: pip install 'sslrt[export]' (CPU: pip install torch==2.13.0 first)") from None
+            raise BackendUnavailable(f"backend 'torch' needs {INSTALL_TORCH}") from None
         if self._device == "cuda" and not torch.cuda.is_available():
-            from sslrt.engines import INSTALL_HINTS
-
-            raise BackendUnavailable(f"backend 'torch-cuda' needs {INSTALL_HINTS['torch-cuda']} (torch.cuda.is_available() is False)")
+            raise BackendUnavailable(f"backend 'torch-cuda' needs {INSTALL_TORCH_CUDA} (torch.cuda.is_available() is False)")
         from sslrt.model import load_checkpoint
 
         if self._threads:
@@ -70,11 +73,11 @@ class TorchEngine(Engine):
             torch.backends.cudnn.allow_tf32 = False
         self._model = model
         self._torch = torch
-        self._loaded = True
 
     @property
     def inputs(self) -> list[TensorSpec]:
-        return [TensorSpec(name, (None, *INPUT_SHAPES[name])) for name in GRAPH_IO[self.graph][0]]
+        shapes = input_shapes(self.spec) if self.spec is not None else {}
+        return [TensorSpec(name, (None, *shapes.get(name, ()))) for name in GRAPH_IO[self.graph][0]]
 
     @property
     def outputs(self) -> list[TensorSpec]:
@@ -98,23 +101,20 @@ class TorchEngine(Engine):
         if self.precision != "fp16":
             return {"fused": model, "vision": model.encode_image, "audio": model.encode_audio}[self.graph](*inputs)
         # The towers under fp16 autocast (cache_enabled=False: autocast's weight-cast cache must
-        # not outlive a CUDA graph capture); the head in fp32, as in the fp16 ONNX graph and the
+        # not outlive a CUDA graph capture); the heads in fp32, as in the fp16 ONNX graph and the
         # TensorRT engine (an fp16 cosine map is quantized to 2.4e-4 steps near 0.5).
+        towers = {"fused": (model.image_features, model.audio_features), "vision": (model.image_features,),
+                  "audio": (model.audio_features,)}[self.graph]
         with torch.autocast("cuda", dtype=torch.float16, cache_enabled=False):
-            if self.graph == "fused":
-                features = model.imgnet(inputs[0]), model.audnet(inputs[1])
-            else:
-                features = ((model.imgnet if self.graph == "vision" else model.audnet)(inputs[0]),)
+            features = [tower(x) for tower, x in zip(towers, inputs)]
         features = [f.float() for f in features]
-        if self.graph == "fused":
-            return model.head(*features)
-        if self.graph == "vision":
-            return torch.nn.functional.normalize(features[0], dim=1)
-        return torch.nn.functional.normalize(torch.nn.functional.adaptive_max_pool2d(features[0], 1).flatten(1), dim=1)
+        head = {"fused": model.head, "vision": model.image_head, "audio": model.audio_head}[self.graph]
+        return head(*features)
 
-    def _capture(self, inputs):
+    def _capture(self, inputs) -> tuple:
         """Capture one forward pass for this batch size (warm-up on a side stream first, as
-        torch.cuda.graphs requires)."""
+        torch.cuda.graphs requires); one graph per batch size, so a size change never replays a
+        graph of another shape."""
         torch = self._torch
         static = [x.clone() for x in inputs]
         side = torch.cuda.Stream()
@@ -126,7 +126,8 @@ class TorchEngine(Engine):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             static_out = self._forward(*static)
-        self._captured = (inputs[0].shape[0], graph, static, static_out)
+        self._captured[int(inputs[0].shape[0])] = captured = (graph, static, static_out)
+        return captured
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.load()
@@ -135,18 +136,46 @@ class TorchEngine(Engine):
         with torch.inference_mode():
             inputs = [self._to_device(feeds[n]) for n in names_in]
             if self.cuda_graph:
-                if self._captured is None:
-                    self._capture(inputs)
-                batch, graph, static, static_out = self._captured
-                if inputs[0].shape[0] == batch:
-                    for s, x in zip(static, inputs):
-                        s.copy_(x)
-                    graph.replay()
-                    return {names_out[0]: static_out.float().cpu().numpy()}
+                batch = int(inputs[0].shape[0])
+                graph, static, static_out = self._captured.get(batch) or self._capture(inputs)
+                for s, x in zip(static, inputs):
+                    s.copy_(x)
+                graph.replay()
+                return {names_out[0]: static_out.float().cpu().numpy()}
             out = self._forward(*inputs)
         return {names_out[0]: out.float().cpu().numpy()}
 
     def close(self) -> None:
         self._model = None
-        self._captured = None
-        super().close()
+        self._captured = {}
+
+
+# -- the rows of the backend table ------------------------------------------------------------
+def _torch_installed() -> bool:
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _torch_cuda() -> bool:
+    if not _torch_installed():
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _factory(artifact: Artifact, options: EngineOptions) -> TorchEngine:
+    cuda = artifact.backend == "torch-cuda"
+    return TorchEngine(artifact.path, precision=artifact.precision, device="cuda" if cuda else "cpu", threads=options.threads,
+                       channels_last=cuda, cuda_graph=options.cuda_graph, graph=artifact.graph, spec=artifact.spec)
+
+
+# The reference is never chosen by auto: it is the yardstick.
+ROWS = (
+    BackendRow("torch", "checkpoint", ("fp32",), "cpu", _torch_installed, INSTALL_TORCH, _factory,
+               precision_hint=" (fp16: --backend torch-cuda; int8: --backend onnxruntime)"),
+    BackendRow("torch-cuda", "checkpoint", ("fp32", "fp16"), "cuda", _torch_cuda, INSTALL_TORCH_CUDA, _factory,
+               cuda_graph=True, precision_hint=" (int8: --backend onnxruntime)"),
+)

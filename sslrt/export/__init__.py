@@ -1,2 +1,5 @@
-"""Checkpoint -> export directory (ONNX files + manifest.json). Exporting needs torch; reading
-an export directory (manifest.py) does not."""
+"""Checkpoint -> export directory (ONNX graphs, TensorRT engines, manifest.json). Needs torch;
+reading an export (sslrt.store) does not. One table of targets (targets.py), one builder each."""
+from sslrt.export.targets import EXPORT_TARGETS, export_checkpoint, select_targets, targets_table
+
+__all__ = ["EXPORT_TARGETS", "export_checkpoint", "select_targets", "targets_table"]

@@ -12,12 +12,10 @@ import re
 import time
 from dataclasses import dataclass
 
-from sslrt.config import INPUT_AUDIO, INPUT_IMAGE, IMAGE_SIZE, SPEC_SHAPE
 from sslrt.errors import SslrtError
-from sslrt.export.onnx import FP16_TOWERS
+from sslrt.export.fp16 import FP16_TOWERS
 
 ENGINE_FILE = "sslrt_{precision}.engine"
-INPUT_SHAPES = {INPUT_IMAGE: (3, IMAGE_SIZE, IMAGE_SIZE), INPUT_AUDIO: (1, *SPEC_SHAPE)}
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ def _slug(text: str) -> str:
 
 def default_timing_cache(tensorrt_version: str, gpu_name: str) -> str:
     """One timing cache per TensorRT version and GPU model (a cache is only valid for both)."""
-    from sslrt.export.source import cache_root
+    from sslrt.store.cache import cache_root
 
     return str(cache_root() / "tensorrt" / f"timing-trt{_slug(tensorrt_version)}-{_slug(gpu_name)}.cache")
 
@@ -112,10 +110,10 @@ def build_engine(onnx_path: str, engine_path: str, precision: str = "fp16", prof
         config.clear_flag(trt.BuilderFlag.TF32)
     opt_profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
-        name = network.get_input(i).name
-        dims = INPUT_SHAPES.get(name)
-        if dims is None:
-            raise SslrtError(f"unexpected ONNX input '{name}' in {onnx_path}")
+        tensor = network.get_input(i)
+        name, dims = tensor.name, tuple(tensor.shape)[1:]  # every axis but the batch is static
+        if any(d < 1 for d in dims):
+            raise SslrtError(f"ONNX input '{name}' of {onnx_path} has dynamic non-batch axes {tuple(tensor.shape)}")
         opt_profile.set_shape(name, (profile.min, *dims), (profile.opt, *dims), (profile.max, *dims))
     config.add_optimization_profile(opt_profile)
 
@@ -141,7 +139,7 @@ def build_engine(onnx_path: str, engine_path: str, precision: str = "fp16", prof
     with open(engine_path, "wb") as f:
         f.write(serialized)
 
-    from sslrt.export.atomic import atomic_path
+    from sslrt.store.atomic import atomic_path
 
     with atomic_path(cache_path) as tmp:
         with open(tmp, "wb") as f:

@@ -64,12 +64,26 @@ class SoundLocalizer(nn.Module):
         self.imgnet = ResNetTower(cfg, 3)
         self.audnet = ResNetTower(cfg, 1)
 
+    # The towers (what reduced-precision engines run in fp16) and the heads after them (kept fp32).
+    def image_features(self, image: torch.Tensor) -> torch.Tensor:
+        return self.imgnet(image)
+
+    def audio_features(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.audnet(audio)
+
+    @staticmethod
+    def image_head(features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(features, dim=1)
+
+    @staticmethod
+    def audio_head(features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(F.adaptive_max_pool2d(features, 1).flatten(1), dim=1)
+
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.imgnet(image), dim=1)
+        return self.image_head(self.image_features(image))
 
     def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
-        a = F.adaptive_max_pool2d(self.audnet(audio), 1).flatten(1)
-        return F.normalize(a, dim=1)
+        return self.audio_head(self.audio_features(audio))
 
     @staticmethod
     def cosine_map(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -80,9 +94,7 @@ class SoundLocalizer(nn.Module):
     def head(self, image_features: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
         """Tower outputs -> heatmap: the L2 norms and the cosine map (what reduced-precision
         engines keep in fp32; see sslrt/export/onnx.py FP16_TOWERS)."""
-        v = F.normalize(image_features, dim=1)
-        a = F.normalize(F.adaptive_max_pool2d(audio_features, 1).flatten(1), dim=1)
-        return self.cosine_map(v, a)
+        return self.cosine_map(self.image_head(image_features), self.audio_head(audio_features))
 
     def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         # The same computation as head(imgnet(image), audnet(audio)), traced in this order so the

@@ -25,10 +25,10 @@ from sslrt.config import (
     NPERSEG,
     SAMPLE_RATE,
 )
-from sslrt.errors import SslrtError
+from sslrt.errors import AudioInputWarning, SslrtError
 
 
-class SilentAudioWarning(UserWarning):
+class SilentAudioWarning(AudioInputWarning):
     """The clip is all zeros. Valid input (the extended test sets hold such clips); the heatmap
     then reflects the image alone."""
 

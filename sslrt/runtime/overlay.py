@@ -7,12 +7,14 @@ import cv2
 import numpy as np
 
 from sslrt.errors import SslrtError
-from sslrt.export.atomic import atomic_path
-from sslrt.metrics import minmax_normalize
+from sslrt.store.atomic import atomic_path
+from sslrt.runtime.localization import minmax_normalize
 
 
-def render_overlay(rgb: np.ndarray, heatmap: np.ndarray, bbox: list[float], peak: list[float], alpha: float = 0.45) -> np.ndarray:
-    """RGB uint8 (H, W, 3) + raw (14, 14) heatmap -> BGR uint8 overlay, ready for cv2.imwrite."""
+def render_overlay(rgb: np.ndarray, heatmap: np.ndarray, bbox: list[float], peak: list[float], alpha: float = 0.45,
+                   sounding: bool | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) + native heatmap -> BGR uint8 overlay, ready for cv2.imwrite. Where the
+    family's "no sound source" flag is false (`sounding` False), the picture says so."""
     h, w = rgb.shape[:2]
     norm = minmax_normalize(np.asarray(heatmap, dtype=np.float32)[None])[0]
     up = cv2.resize(norm, (w, h), interpolation=cv2.INTER_CUBIC)
@@ -23,6 +25,11 @@ def render_overlay(rgb: np.ndarray, heatmap: np.ndarray, bbox: list[float], peak
     x0, y0, x1, y1 = (int(round(v)) for v in bbox)
     cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), (255, 255, 255), thick)
     cv2.drawMarker(out, (int(peak[0]), int(peak[1])), (255, 255, 255), cv2.MARKER_CROSS, 6 * thick, thick)
+    if sounding is False:
+        scale = max(0.5, min(h, w) / 500)
+        org = (int(10 * scale), int(30 * scale))
+        for colour, width in (((0, 0, 0), 4 * thick), ((255, 255, 255), thick)):  # outlined: readable on any map
+            cv2.putText(out, "no sound source", org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, width, cv2.LINE_AA)
     return out
 
 

@@ -13,14 +13,14 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from sslrt.config import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_AUDIO_EMBEDDING, OUTPUT_HEATMAP, OUTPUT_IMAGE_EMBEDDING
-from sslrt.engines import Engine, available_graphs, create_engine
-from sslrt.graphs import cosine_map
-from sslrt.errors import SslrtError
-from sslrt.export.source import ModelSource
+from sslrt.engines import Engine, create_engine, graphs_for, resolve_backend
+from sslrt.errors import AudioInputWarning, SslrtError
+from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_AUDIO_EMBEDDING, OUTPUT_HEATMAP, OUTPUT_IMAGE_EMBEDDING, cosine_map
 from sslrt.preprocess import image_to_tensor, load_audio, load_image, spectrogram_from_waveform
 from sslrt.preprocess.image import read_image_bytes
-from sslrt.runtime.postprocess import localize_heatmaps
+from sslrt.resolve import ResolvedModel, resolve_model
+from sslrt.runtime.localization import localize_heatmaps
+from sslrt.spec import ModelSpec
 
 ImageInput = "str | os.PathLike | np.ndarray"
 AudioInput = "str | os.PathLike | np.ndarray | tuple[np.ndarray, int]"
@@ -30,7 +30,7 @@ AudioInput = "str | os.PathLike | np.ndarray | tuple[np.ndarray, int]"
 class Localization:
     """Where the sound comes from in one image. Coordinates are original image pixels [x, y]."""
 
-    heatmap: np.ndarray  # (14, 14) raw cosine map
+    heatmap: np.ndarray  # the family's native map (14x14 or 7x7), in its units (see `heatmap_units`)
     score: float
     peak: list[float]
     bbox: list[float]
@@ -41,6 +41,12 @@ class Localization:
     image: str | None = None
     audio: str | None = None
     warnings: list[str] = field(default_factory=list)
+    family: str = "ours"
+    heatmap_units: str = "cosine"
+    # "No sound source": sounding = sounding_value > sounding_threshold (None where the family has none).
+    sounding: bool | None = None
+    sounding_value: float | None = None
+    sounding_threshold: float | None = None
     # Set by localize_many(keep_embeddings=True) on the split path: (C,14,14) and (C,), for retrieval.
     image_embedding: np.ndarray | None = field(default=None, repr=False)
     audio_embedding: np.ndarray | None = field(default=None, repr=False)
@@ -49,8 +55,14 @@ class Localization:
         return {
             "image": self.image,
             "audio": self.audio,
+            "family": self.family,
             "heatmap": [[round(float(v), 7) for v in row] for row in self.heatmap],
+            "heatmap_size": list(self.heatmap.shape),
+            "heatmap_units": self.heatmap_units,
             "score": round(self.score, 6),
+            "sounding": self.sounding,
+            "sounding_value": None if self.sounding_value is None else round(self.sounding_value, 6),
+            "sounding_threshold": self.sounding_threshold,
             "peak": self.peak,
             "bbox": self.bbox,
             "image_size": {"height": self.image_size[0], "width": self.image_size[1]},
@@ -64,8 +76,10 @@ class Localization:
         x0, y0, x1, y1 = self.bbox
         name = f"{os.path.basename(self.image)} + {os.path.basename(self.audio)}: " if self.image and self.audio else ""
         t = self.timings_ms
-        return (f"{name}sound at ({self.peak[0]:.0f}, {self.peak[1]:.0f}) px, box [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}], "
-                f"score {self.score:.3f}  [{self.backend} {self.precision}; preprocess {t['preprocess']:.1f} ms, "
+        silent = "no sound source (" if self.sounding is False else ""
+        return (f"{name}{silent}sound at ({self.peak[0]:.0f}, {self.peak[1]:.0f}) px, box [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}], "
+                f"score {self.score:.3f}{')' if silent else ''}  [{self.family}, {self.backend} {self.precision}; "
+                f"preprocess {t['preprocess']:.1f} ms, "
                 f"inference {t['inference']:.1f} ms, postprocess {t['postprocess']:.1f} ms]")
 
 
@@ -82,6 +96,7 @@ class PreparedPair:
     image: str | None
     audio: str | None
     warnings: list[str]
+    audio_warnings: list[str]  # the subset about the audio, kept with its embedding in the cache
     preprocess_ms: float
     image_embedding: np.ndarray | None = None
     audio_embedding: np.ndarray | None = None
@@ -172,15 +187,17 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
         else:
             rgb = load_image(image, encoded) if encoded is not None else image
             tensor, size = image_to_tensor(rgb), tuple(np.shape(rgb)[:2])
-        cached_audio = audio_cache.get(audio_key) if audio_cache else None
+        cached_audio = audio_cache.get(audio_key) if audio_cache else None  # (embedding, its audio warnings)
         if cached_audio is not None:
             spec = None
             caught_audio = cached_audio[1]
         else:
             spec, _ = _prepare_audio(audio)
             caught_audio = None
-    messages = [str(w.message) for w in caught] + (list(caught_audio) if caught_audio else [])
-    return PreparedPair(image_key, audio_key, tensor, spec, size, _name(image), _name(audio), messages,
+    audio_warnings = caught_audio if caught_audio is not None else [str(w.message) for w in caught
+                                                                     if issubclass(w.category, AudioInputWarning)]
+    messages = [str(w.message) for w in caught if not issubclass(w.category, AudioInputWarning)] + list(audio_warnings)
+    return PreparedPair(image_key, audio_key, tensor, spec, size, _name(image), _name(audio), messages, list(audio_warnings),
                         (time.perf_counter() - t0) * 1e3,
                         cached_image[0] if cached_image is not None else None,
                         cached_audio[0] if cached_audio is not None else None)
@@ -205,37 +222,44 @@ class Localizer:
     fused graph every pair runs whole.
     """
 
-    def __init__(self, engines: dict[str, Engine], source: ModelSource | None = None, cache_size: int = 64):
+    def __init__(self, engines: dict[str, Engine], model: ResolvedModel | None = None, cache_size: int = 64,
+                 spec: ModelSpec | None = None, sounding_threshold: float | None = None):
         if "fused" not in engines and not {"vision", "audio"} <= set(engines):
             raise ValueError("a Localizer needs the fused graph or both encoder graphs")
         self.engines = engines
-        self.source = source
+        self.model = model
+        self.spec = spec or (model.spec if model is not None else None)
+        if self.spec is None:
+            raise ValueError("a Localizer needs the model's spec (give a resolved model or a spec)")
+        self.sounding_threshold = sounding_threshold
         self.split = {"vision", "audio"} <= set(engines)
         self.image_cache = EmbeddingCache(cache_size) if self.split else None
         self.audio_cache = EmbeddingCache(cache_size) if self.split else None
 
     @classmethod
-    def open(cls, model, backend: str = "onnxruntime", precision: str | None = "fp32", threads: int | None = None,
-             progress=None, cuda_graph: bool = False, notify=None, reuse_embeddings: bool = True) -> "Localizer":
-        """`backend` is a registry name (see sslrt.engines.BACKENDS) or "auto"; `notify` receives the
-        line that says what auto chose. With `reuse_embeddings` and encoder graphs in the export,
-        the encoders run instead of the fused graph."""
-        source = model if isinstance(model, ModelSource) else ModelSource.from_path(model)
-        options = dict(threads=threads, progress=progress, cuda_graph=cuda_graph)
-        if backend == "auto" or precision is None:
-            # Resolve the choice once, on the fused graph (it says what auto chose), then reuse it.
-            fused = create_engine(backend, source, precision=precision, notify=notify, **options)
-            backend, precision = fused.backend, fused.precision
-        else:
-            fused = None
-        graphs = available_graphs(backend, source, precision, progress=progress) if reuse_embeddings else ("fused",)
-        if {"vision", "audio"} <= set(graphs):
-            if fused is not None:
-                fused.close()
-            engines = {g: create_engine(backend, source, precision=precision, graph=g, **options) for g in ("vision", "audio")}
-        else:
-            engines = {"fused": fused or create_engine(backend, source, precision=precision, **options)}
-        return cls(engines, source)
+    def open(cls, model=None, backend: str = "onnxruntime", precision: str | None = "fp32", threads: int | None = None,
+             progress=None, cuda_graph: bool = False, notify=None, reuse_embeddings: bool = True,
+             family: str | None = None, sounding_threshold: float | None = None) -> "Localizer":
+        """`model`: an export directory, a checkpoint, a ResolvedModel or None (the demo model).
+        `backend` is a name of the backend table (sslrt.engines.backend_names()) or "auto";
+        `notify` receives the line that says what auto chose. With `reuse_embeddings` and encoder
+        graphs in the export, the encoders run instead of the fused graph. Exactly the sessions
+        that will run are opened."""
+        resolved = resolve_model(model, progress=progress, family=family)
+        # The choice (auto, or a backend's default precision) is made from the manifest alone.
+        row, precision = resolve_backend(backend, resolved.artifacts, precision, notify=notify)
+        graphs = graphs_for(row, resolved.artifacts, precision) if reuse_embeddings else ("fused",)
+        wanted = ("vision", "audio") if {"vision", "audio"} <= set(graphs) else ("fused",)
+        engines: dict[str, Engine] = {}
+        try:
+            for graph in wanted:
+                engines[graph] = create_engine(row.name, resolved, precision=precision, graph=graph, threads=threads,
+                                               cuda_graph=cuda_graph)
+        except BaseException:
+            for engine in engines.values():
+                engine.close()
+            raise
+        return cls(engines, resolved, sounding_threshold=sounding_threshold)
 
     @property
     def engine(self) -> Engine:
@@ -258,10 +282,10 @@ class Localizer:
         image_emb = self._embed(batch, "image", self.image_cache, "vision", INPUT_IMAGE, OUTPUT_IMAGE_EMBEDDING,
                                 lambda p: p.image_size)
         audio_emb = self._embed(batch, "audio", self.audio_cache, "audio", INPUT_AUDIO, OUTPUT_AUDIO_EMBEDDING,
-                                lambda p: tuple(w for w in p.warnings if "audio" in w))
+                                lambda p: tuple(p.audio_warnings))
         v = np.stack([image_emb[p.image_key] for p in batch])
         a = np.stack([audio_emb[p.audio_key] for p in batch])
-        return cosine_map(v, a), v, a
+        return cosine_map(v, a, self.spec.heatmap_scale), v, a
 
     def _embed(self, batch, kind, cache, graph, input_name, output_name, extra) -> dict:
         """Embeddings of the batch's distinct `kind` ("image" or "audio") inputs: those carried from
@@ -290,7 +314,7 @@ class Localizer:
         t1 = time.perf_counter()
         if not np.isfinite(heatmaps).all():
             raise SslrtError("the engine produced NaN or infinite heatmaps: the model's weights or engine are broken")
-        located = localize_heatmaps(heatmaps, [p.image_size for p in batch])
+        located = localize_heatmaps(heatmaps, [p.image_size for p in batch], self.spec, self.sounding_threshold)
         t2 = time.perf_counter()
         n = len(batch)
         engine = self.engine
@@ -298,7 +322,9 @@ class Localizer:
             heatmap=h.reshape(h.shape[-2:]), score=loc["score"], peak=loc["peak"], bbox=loc["bbox"],
             image_size=p.image_size, backend=engine.backend, precision=engine.precision,
             timings_ms={"preprocess": p.preprocess_ms, "inference": (t1 - t0) * 1e3 / n, "postprocess": (t2 - t1) * 1e3 / n},
-            image=p.image, audio=p.audio, warnings=p.warnings) for p, h, loc in zip(batch, heatmaps, located)]
+            image=p.image, audio=p.audio, warnings=p.warnings, family=self.spec.name, heatmap_units=self.spec.heatmap_units,
+            sounding=loc["sounding"], sounding_value=loc["sounding_value"], sounding_threshold=loc["sounding_threshold"])
+            for p, h, loc in zip(batch, heatmaps, located)]
         if keep_embeddings and v is not None:
             for r, vi, ai in zip(results, v, a):
                 r.image_embedding, r.audio_embedding = vi, ai

@@ -96,6 +96,7 @@ class ModelSpec:
     # Units: "cosine" (the raw cosine map) or "half_cosine" ((cos + 1) / 2).
     sounding_threshold: float | None = None
     sounding_units: str = "cosine"
+    sounding_upsample: str = "bilinear_align_corners"  # how the benchmark brings the map to 224x224
     sounding_source: str = ""
     reported: dict = field(default_factory=dict)  # published numbers, {test set: {metric: value}}
 
@@ -108,9 +109,9 @@ class ModelSpec:
         """The native heatmap in cosine units (numpy arrays or floats)."""
         return heatmap if self.heatmap_scale == 1.0 else heatmap / self.heatmap_scale
 
-    def sounding_value(self, heatmap) -> float:
-        """The maximum of the map in the negative-audio benchmark's units for this family."""
-        cos_max = float(self.to_cosine(heatmap).max())
+    def sounding_value(self, native_max: float) -> float:
+        """The maximum of the (upsampled) native map in the negative-audio benchmark's units."""
+        cos_max = float(self.to_cosine(native_max))
         return (cos_max + 1.0) / 2.0 if self.sounding_units == "half_cosine" else cos_max
 
     # -- serialisation -------------------------------------------------------------------------

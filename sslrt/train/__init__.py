@@ -1,4 +1,4 @@
 """Training of the paper's network on generated scenes (see trainer.py)."""
-from sslrt.train.trainer import TrainConfig, evaluate, export_checkpoint, train
+from sslrt.train.trainer import TrainConfig, evaluate, write_released_checkpoint, train
 
-__all__ = ["TrainConfig", "train", "evaluate", "export_checkpoint"]
+__all__ = ["TrainConfig", "train", "evaluate", "write_released_checkpoint"]

@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from sslrt.preprocess import audio_to_spectrogram, image_to_tensor, load_image, spectrogram_from_waveform
-from sslrt.config import LOG_SCALE
-from sslrt.scenes import generate_samples, read_is3, write_is3
+from sslrt.spec import get_spec
+
+LOG_SCALE = get_spec("ours").audio.log_scale  # augmentations act on the log spectrogram's scale
+from sslrt.synthetic.scenes import generate_samples, read_scene_set, write_scene_set
 
 
 @dataclass
@@ -58,12 +60,12 @@ def build_training_set(n_images: int, seed: int, sizes=(224, 320), progress=None
 def write_heldout_set(out_dir: str, n_images: int, seed: int, sizes=(224, 320, 448)) -> str:
     """The held-out IS3-layout set: two objects per picture, both sounding in turn."""
     samples = generate_samples(n_images, seed, layout="is3", sizes=sizes, all_sounding=True)
-    return write_is3(samples, out_dir)
+    return write_scene_set(samples, out_dir)
 
 
 def load_is3_set(json_path: str) -> TensorSet:
     """Read an IS3-layout set from its files, through the official transforms."""
-    entries = read_is3(json_path)
+    entries = read_scene_set(json_path)
     images = [torch.from_numpy(image_to_tensor(load_image(e["image"]))).half() for e in entries]
     specs = [torch.from_numpy(audio_to_spectrogram(e["audio"])).half() for e in entries]
     return TensorSet(torch.stack(images), torch.stack(specs), [e["gt_box"] for e in entries],

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from sslrt.config import EPSILON, EPSILON2, TAU
+from sslrt.spec import get_spec
+
+_OURS = get_spec("ours")
+EPSILON, TAU = _OURS.score_epsilon, _OURS.score_tau  # the positive-region weighting, as the score uses it
+EPSILON2 = 0.4  # background hard negatives: a training-only parameter of the paper's objective
 
 LOGIT_SCALE = 1 / 0.07
 

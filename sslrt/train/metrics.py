@@ -1,12 +1,14 @@
-"""The trainer's held-out numbers: the official IS3 evaluation of sslrt.metrics, as fractions in
+"""The trainer's held-out numbers: the official IS3 evaluation of sslrt.measure.metrics, as fractions in
 [0, 1] (the trainer's history and TRAINING.md report fractions; `sslrt eval` reports percent)."""
 from __future__ import annotations
 
 import numpy as np
 
-from sslrt import metrics
+from sslrt.measure import metrics
 
-UPSAMPLE_RULE = "bilinear_align_corners"  # the IS3 rule
+from sslrt.spec import get_spec
+
+UPSAMPLE_RULE = get_spec("ours").eval_upsample["is3"]  # the paper's IS3 rule
 
 
 def ciou_is3(heatmap: np.ndarray, box) -> float:

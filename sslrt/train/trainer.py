@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from sslrt.config import ModelConfig
-from sslrt.datasets.synthetic import IS3_ANNOTATION
+from sslrt.synthetic.datasets import IS3_ANNOTATION
 from sslrt.model.checkpoint import save_checkpoint
 from sslrt.model.network import SoundLocalizer
+from sslrt.progress import progress_bar
 from sslrt.train.data import (
     TensorSet,
     augment_images,
@@ -78,14 +79,6 @@ def evaluate(model: SoundLocalizer, data: TensorSet, batch_size: int = 64) -> di
     return summarize(cious, data.names)
 
 
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    disable=not enabled)
-
-
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) a training; returns {'history': [...], 'random': metrics, 'final': metrics}."""
     torch.set_num_threads(cfg.threads)
@@ -98,7 +91,7 @@ def train(cfg: TrainConfig) -> dict:
         write_heldout_set(os.path.dirname(heldout_json), cfg.heldout_images, cfg.heldout_seed)
     heldout = load_is3_set(heldout_json)
 
-    with _progress(cfg.progress) as bar:
+    with progress_bar(cfg.progress, fields=("info",), always=True) as bar:
         task = bar.add_task("scenes", total=cfg.train_images, info="")
         train_set = build_training_set(cfg.train_images, cfg.seed, progress=lambda n: bar.update(task, completed=n))
     log(f"data ready: {len(train_set)} training samples, {len(heldout)} held-out samples "
@@ -129,7 +122,7 @@ def train(cfg: TrainConfig) -> dict:
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         order = torch.randperm(len(train_set), generator=gen)
         t_epoch, losses = time.time(), []
-        with _progress(cfg.progress) as bar:
+        with progress_bar(cfg.progress, fields=("info",), always=True) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, info="")
             for b in range(steps_per_epoch):
                 step = epoch * steps_per_epoch + b
@@ -161,7 +154,7 @@ def train(cfg: TrainConfig) -> dict:
 
     final = history[-1] if history else evaluate(model, heldout)
     if cfg.export:
-        export_checkpoint(model, cfg.export, epoch=cfg.epochs)
+        write_released_checkpoint(model, cfg.export, epoch=cfg.epochs)
         log(f"exported {cfg.export} ({os.path.getsize(cfg.export) / 1e6:.1f} MB)")
     log(f"total wall time {time.time() - t_start:.0f} s")
     return {"history": history, "random": random_metrics, "final": final}
@@ -198,7 +191,7 @@ def released_extras(width: int, seed: int = 0) -> dict[str, torch.Tensor]:
     return extras
 
 
-def export_checkpoint(model: SoundLocalizer, path: str, epoch: int) -> None:
+def write_released_checkpoint(model: SoundLocalizer, path: str, epoch: int) -> None:
     """Released layout: {'epoch', 'model_state_dict' (towers + extras), 'optimizer_state_dict': {}}."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}

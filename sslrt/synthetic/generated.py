@@ -4,7 +4,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from sslrt.config import SAMPLE_RATE
+from sslrt.spec import DEFAULT_FAMILY, get_spec
+
+# Generated audio is written at the rate every family hears.
+SAMPLE_RATE = get_spec(DEFAULT_FAMILY).audio.sample_rate
 
 
 def generated_image(seed: int, size: tuple[int, int] = (256, 320)) -> np.ndarray:

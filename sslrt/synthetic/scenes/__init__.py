@@ -1,6 +1,6 @@
 """Procedural audio-visual scenes for training and testing the localizer (see generator.py)."""
-from sslrt.scenes.classes import CLASS_NAMES, CLASSES
-from sslrt.scenes.generator import (
+from sslrt.synthetic.scenes.classes import CLASS_NAMES, CLASSES
+from sslrt.synthetic.scenes.generator import (
     Scene,
     SceneObject,
     SceneSample,
@@ -8,7 +8,7 @@ from sslrt.scenes.generator import (
     render_scene,
     synthesize_sound,
 )
-from sslrt.scenes.is3 import read_is3, write_is3
+from sslrt.synthetic.scenes.is3 import read_scene_set, write_scene_set
 
 __all__ = ["CLASSES", "CLASS_NAMES", "Scene", "SceneObject", "SceneSample", "generate_samples",
-           "render_scene", "synthesize_sound", "read_is3", "write_is3"]
+           "render_scene", "synthesize_sound", "read_scene_set", "write_scene_set"]

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import soundfile as sf
 
-from sslrt.config import SAMPLE_RATE
+from sslrt.synthetic.generated import SAMPLE_RATE
 from sslrt.errors import SslrtError
 
 

@@ -14,154 +14,22 @@ fraction of an evaluation of thousands of samples. Float dtypes follow the offic
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 
-import cv2
 import numpy as np
 
-from sslrt.config import EPSILON, IMAGE_SIZE, TAU
 from sslrt.errors import SslrtError
+# The localization core (upsampling, min-max, the median threshold, the pair score) lives in the
+# runtime; the metrics build on it, so evaluation scores exactly what `sslrt run` localizes.
+from sslrt.runtime.localization import (  # noqa: F401  (part of this module's API)
+    FIXED_THRESHOLD_INDEX, MAP_SIZE, UPSAMPLE_RULES, _as_map_batch, av_similarity, fixed_thresholds,
+    heatmaps_to_predictions, minmax_normalize, prediction_map, upsample_heatmap,
+)
 
-MAP_SIZE = IMAGE_SIZE  # localization maps and ground truth are 224x224
 N_PIXELS = MAP_SIZE * MAP_SIZE
-# Official fixed threshold: sort(pred.ravel())[int(224 * 224 * 0.5)].
-FIXED_THRESHOLD_INDEX = int(N_PIXELS * 0.5)
 # Official cIoU thresholds of the success curves: [0.05 * i for i in range(21)]. Written as the
 # same products (not i / 20) so that a cIoU equal to, e.g., 0.15 meets the same comparison.
 CIOU_THRESHOLDS = 0.05 * np.arange(21, dtype=np.float64)
 SUCCESS_CIOU = 0.5
-
-UPSAMPLE_RULES = ("cv2_linear", "bilinear_align_corners")
-
-
-# ----------------------------------------------------------------------------------------------
-# 14x14 -> 224x224
-# ----------------------------------------------------------------------------------------------
-def _as_map_batch(maps: np.ndarray, name: str) -> np.ndarray:
-    """(N, H, W) or (N, 1, H, W) -> (N, H, W)."""
-    maps = np.asarray(maps)
-    if maps.ndim == 4 and maps.shape[1] == 1:
-        maps = maps[:, 0]
-    if maps.ndim != 3 or maps.shape[1] == 0 or maps.shape[2] == 0:
-        raise SslrtError(f"{name}: expected a batch of maps (N, H, W) or (N, 1, H, W), got shape {maps.shape}")
-    return maps
-
-
-def upsample_heatmap(heatmaps: np.ndarray, rule: str, size: int = MAP_SIZE) -> np.ndarray:
-    """Batch of heatmaps (N, h, w) or (N, 1, h, w) -> (N, size, size) float32.
-
-    rule 'cv2_linear': cv2.resize(INTER_LINEAR), what the official code used for VGG-SS.
-    rule 'bilinear_align_corners': torch interpolate(mode='bilinear', align_corners=True), used
-    for Flickr-SoundNet and IS3; computed here in numpy, bit for bit as torch's kernel.
-    """
-    maps = _as_map_batch(heatmaps, "heatmaps").astype(np.float32, copy=False)
-    if rule == "cv2_linear":
-        out = np.empty((maps.shape[0], size, size), dtype=np.float32)
-        for i, m in enumerate(maps):  # cv2 has no batch resize; 14x14 -> 224x224 costs ~10 us
-            out[i] = cv2.resize(np.ascontiguousarray(m), dsize=(size, size), interpolation=cv2.INTER_LINEAR)
-        return out
-    if rule == "bilinear_align_corners":
-        return _bilinear_align_corners(maps, size, size)
-    raise SslrtError(f"unknown upsampling rule {rule!r}; expected one of {', '.join(UPSAMPLE_RULES)}")
-
-
-@lru_cache(maxsize=16)
-def _align_corners_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Source indices (i0, i1) and float32 weights (w0, w1) of one axis, as torch computes them.
-
-    torch (CPU and CUDA alike): scale = float32(in - 1) / (out - 1); src = scale * dst in
-    float32; i0 = floor(src) (clamped), i1 = i0 + 1 except at the last row; w1 = src - i0,
-    w0 = 1 - w1.
-    """
-    f = np.float32
-    scale = f(in_size - 1) / f(out_size - 1) if out_size > 1 else f(0)
-    src = scale * np.arange(out_size, dtype=f)
-    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-    w1 = np.clip(src - i0.astype(f), f(0), f(1)).astype(f)
-    i1 = i0 + (i0 < in_size - 1)
-    w0 = (f(1) - w1).astype(f)
-    return i0, i1, w0, w1
-
-
-def _fma_float32(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """a * b + c of float32 arrays with one rounding, as a fused multiply-add gives.
-
-    a * b is exact in float64 (24 + 24 bits), so rounding the float64 sum to float32 is already
-    the fused result unless that sum sits exactly halfway between two float32 values while the
-    float64 addition was inexact (double rounding). Those rare elements are redone with an
-    error-free TwoSum: the float64 sum moved one ulp towards its rounding error (round-to-odd)
-    then rounds correctly to float32 (53 >= 2 * 24 + 2).
-    """
-    p = np.multiply(a, b, dtype=np.float64)
-    s = np.add(p, c, dtype=np.float64)
-    out = s.astype(np.float32)
-    # Bits dropped by float64 -> float32: 29; a halfway case is 1 followed by 28 zeros.
-    flat_s = s.reshape(-1)
-    idx = np.flatnonzero((flat_s.view(np.int64) & 0x1FFFFFFF) == 0x10000000)
-    if idx.size:
-        ps, ss = p.reshape(-1)[idx], flat_s[idx]
-        cs = np.broadcast_to(c, s.shape).reshape(-1)[idx].astype(np.float64)
-        bv = ss - ps
-        err = (ps - (ss - bv)) + (cs - bv)
-        ss = np.where(err != 0, np.nextafter(ss, np.where(err > 0, np.inf, -np.inf)), ss)
-        out.reshape(-1)[idx] = ss.astype(np.float32)
-    return out
-
-
-def _bilinear_align_corners(maps: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """torch interpolate(bilinear, align_corners=True) of float32 (N, h, w), bit for bit.
-
-    torch's kernel evaluates t0 * w0 + t1 * w1 per axis (width inside, height outside), and its
-    builds contract that into fma(t0, w0, t1 * w1); plain float32 a * b + c * d differs from
-    torch in ~40% of pixels by one ulp, which can move a tie at the cIoU threshold.
-    """
-    hi0, hi1, hw0, hw1 = _align_corners_taps(maps.shape[1], out_h)
-    wi0, wi1, ww0, ww1 = _align_corners_taps(maps.shape[2], out_w)
-    # The width pass depends only on the source row: do it on the h source rows, then gather.
-    across = _fma_float32(maps[:, :, wi0], ww0, maps[:, :, wi1] * ww1)  # (N, h, out_w)
-    out = np.empty((maps.shape[0], out_h, out_w), dtype=np.float32)
-    hw0 = np.broadcast_to(hw0[:, None].astype(np.float64), (out_h, out_w))
-    hw1 = hw1[:, None]
-    for i, rows in enumerate(across):  # one sample at a time keeps the float64 temporaries in cache
-        out[i] = _fma_float32(rows[hi0], hw0, rows[hi1] * hw1)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Normalisation
-# ----------------------------------------------------------------------------------------------
-def minmax_normalize(maps: np.ndarray) -> np.ndarray:
-    """Per-sample (x - min) / (max - min) over all axes but the first; a constant sample is
-    returned unchanged (the official normalize_img leaves it as is). Keeps the float dtype."""
-    maps = np.asarray(maps)
-    if not np.issubdtype(maps.dtype, np.floating):
-        maps = maps.astype(np.float64)
-    axes = tuple(range(1, maps.ndim))
-    lo = maps.min(axis=axes, keepdims=True)
-    hi = maps.max(axis=axes, keepdims=True)
-    span = hi - lo
-    flat = span == 0
-    if not flat.any():
-        return (maps - lo) / span
-    # Divide by 1 where a sample is constant, then put its original values back.
-    out = (maps - lo) / np.where(flat, np.ones_like(span), span)
-    return np.where(flat, maps, out)
-
-
-def prediction_map(heatmaps224: np.ndarray) -> np.ndarray:
-    """Upsampled heatmaps (N, 224, 224) -> the official prediction map, in [0, 1].
-
-    The official code writes it as pred = 1 - normalize(-h), which is minmax(h) in exact
-    arithmetic; the same float operations are kept here because their rounding decides which
-    pixels tie with the threshold element.
-    """
-    h = _as_map_batch(heatmaps224, "heatmaps")
-    return 1 - minmax_normalize(-h)
-
-
-def heatmaps_to_predictions(heatmaps: np.ndarray, rule: str) -> np.ndarray:
-    """Model heatmaps (N, 14, 14) -> prediction maps (N, 224, 224) float32 under a test set's rule."""
-    return prediction_map(upsample_heatmap(heatmaps, rule))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,13 +109,6 @@ def adaptive_k(gt: np.ndarray) -> np.ndarray:
     flat = np.asarray(gt).reshape(len(gt), -1)
     k = np.count_nonzero(flat, axis=1)
     return np.where(k == 0, flat.shape[1] // 2, k)
-
-
-def fixed_thresholds(pred: np.ndarray) -> np.ndarray:
-    """Per sample, sort(pred.ravel())[int(n_pixels * 0.5)] (np.partition gives that element)."""
-    flat = _as_map_batch(pred, "prediction maps").reshape(len(pred), -1)
-    kth = int(flat.shape[1] * 0.5)
-    return np.partition(flat, kth, axis=1)[:, kth]
 
 
 def adaptive_thresholds(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -396,18 +257,6 @@ def summarize_localization_percent(ciou_fixed: np.ndarray, ciou_adaptive: np.nda
 # ----------------------------------------------------------------------------------------------
 # Pair scores and retrieval
 # ----------------------------------------------------------------------------------------------
-def av_similarity(heatmaps: np.ndarray, epsilon: float = EPSILON, tau: float = TAU) -> np.ndarray:
-    """Global audio-visual similarity of each pair (N,) float64: sum(P * A) / sum(P) over the
-    heatmap's pixels, P = sigmoid((A - epsilon) / tau) -- the training objective's soft
-    foreground average of the cosine map A."""
-    a = np.asarray(heatmaps, dtype=np.float64)
-    if a.ndim < 2:
-        raise SslrtError(f"heatmaps: expected a batch (N, ...), got shape {a.shape}")
-    a = a.reshape(len(a), -1)
-    p = 1.0 / (1.0 + np.exp(-(a - epsilon) / tau))
-    return (p * a).sum(axis=1) / p.sum(axis=1)
-
-
 def retrieval_recall_percent(similarity: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Cross-modal retrieval recall@k in percent (x100).
 

@@ -22,10 +22,12 @@ import cv2
 import numpy as np
 from scipy import signal
 
-from sslrt.config import IMAGE_SIZE, SAMPLE_RATE
-from sslrt.scenes.classes import CLASS_BY_NAME, CLASS_NAMES
+from sslrt.spec import DEFAULT_FAMILY, get_spec
+from sslrt.synthetic.generated import SAMPLE_RATE
+from sslrt.synthetic.scenes.classes import CLASS_BY_NAME, CLASS_NAMES
 
 LAYOUTS = ("is3", "free")
+IMAGE_SIZE = get_spec(DEFAULT_FAMILY).image.size  # scene boxes are in pixels of the model's input
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from sslrt.config import INPUT_AUDIO, INPUT_IMAGE
 from sslrt.engines import create_engine
 from sslrt.errors import SslrtError
-from sslrt.export.atomic import atomic_path, write_json_atomic
-from sslrt.export.source import ModelSource
-from sslrt.graphs import INPUT_SHAPES
+from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE, input_shapes
+from sslrt.resolve import resolve_model
+from sslrt.store.atomic import atomic_path, write_json_atomic
 
 REFERENCE = ("torch", "fp32")
 
@@ -66,10 +65,11 @@ def _row(scope, backend, precision, batch, times, pairs_per_call) -> Row:
                pairs_per_call / (mean / 1e3), mean / pairs_per_call, runs=len(times))
 
 
-def bench_engine(engine, batch: int, seed: int = 0, **timing) -> list[float]:
+def bench_engine(engine, batch: int, spec, seed: int = 0, **timing) -> list[float]:
     rng = np.random.default_rng(seed)
-    feeds = {INPUT_IMAGE: rng.standard_normal((batch, *INPUT_SHAPES[INPUT_IMAGE]), dtype=np.float32),
-             INPUT_AUDIO: rng.uniform(-1.3, -0.2, (batch, *INPUT_SHAPES[INPUT_AUDIO])).astype(np.float32)}
+    shapes = input_shapes(spec)
+    feeds = {INPUT_IMAGE: rng.standard_normal((batch, *shapes[INPUT_IMAGE]), dtype=np.float32),
+             INPUT_AUDIO: rng.uniform(-1.3, -0.2, (batch, *shapes[INPUT_AUDIO])).astype(np.float32)}
     return time_calls(lambda: engine.run(feeds), **timing)
 
 
@@ -78,7 +78,7 @@ def make_pair_files(folder: str, n: int, image_size: int = 1024, seed: int = 0) 
     import cv2
     import soundfile as sf
 
-    from sslrt.runtime.generated import generated_image, generated_waveform
+    from sslrt.synthetic.generated import generated_image, generated_waveform
 
     pairs = []
     for i in range(n):
@@ -107,13 +107,15 @@ def machine_info() -> dict:
             info["versions"][name] = md.version(name)
         except md.PackageNotFoundError:
             pass
-    try:
-        import torch
+    from sslrt.engines import cuda_device_count
 
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
+    if cuda_device_count() > 0:
+        try:
+            from sslrt.engines.tensorrt import device_info
+
+            info["gpu"] = device_info()["name"]
+        except Exception:  # cuda-python absent: a GPU is there, its name is not known without it
+            info["gpu"] = "CUDA GPU"
     return info
 
 
@@ -121,8 +123,8 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
                   scopes: tuple[str, ...] = ("engine", "e2e"), e2e_pairs: int = 64, min_seconds: float = 2.0,
                   min_runs: int = 10, e2e_image_size: int = 1024, progress=None) -> dict:
     say = progress or (lambda msg: None)
-    source = ModelSource.from_path(model)
-    exported = source.exported(progress=say)
+    source = resolve_model(model, progress=say)
+    exported = source.exported
     combos = [REFERENCE] + [(b, p) for b in backends for p in precisions if (b, p) != REFERENCE]
     rows: list[Row] = []
     skipped = []
@@ -137,7 +139,7 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
                 continue
             for batch in batches:
                 say(f"engine {backend} {precision} batch {batch}")
-                rows.append(_row("engine", backend, precision, batch, bench_engine(engine, batch, **timing), batch))
+                rows.append(_row("engine", backend, precision, batch, bench_engine(engine, batch, source.spec, **timing), batch))
             engine.close()
 
     interactive = None
@@ -170,7 +172,7 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
     for row in rows:
         ref = next((r for r in rows if (r.backend, r.precision) == REFERENCE and r.scope == row.scope and r.batch == row.batch), None)
         row.speedup = ref.ms_per_pair / row.ms_per_pair if ref else None
-    return {"model": {"path": exported.directory, "width": exported.config.width,
+    return {"model": {"path": exported.directory, "width": exported.config.width, "family": exported.spec.name,
                       "checkpoint_sha256": exported.checkpoint_sha256},
             "machine": machine_info(), "threads": threads, "reference": "torch fp32 eager, fused graph, sequential",
             "e2e_inputs": f"{e2e_pairs} pairs of a {e2e_image_size}x{e2e_image_size} JPEG (quality 90) and a 10 s 16 kHz wav",

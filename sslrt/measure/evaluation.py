@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sslrt import metrics
+from sslrt.measure import metrics
 from sslrt.datasets import DatasetReading, ground_truth_batch, read_dataset
 from sslrt.errors import SslrtError
-from sslrt.export.atomic import atomic_path, write_json_atomic
+from sslrt.store.atomic import atomic_path, write_json_atomic
 
 PER_SAMPLE = "per_sample.csv"
 RUN_INFO = "run.json"
@@ -84,8 +84,8 @@ def run_evaluation(dataset: str, root: str, localizer, out_dir: str, annotations
     if not samples:
         raise SslrtError(f"no {dataset} samples found under {root} ({len(reading.missing)} listed in the annotations are missing)")
     os.makedirs(out_dir, exist_ok=True)
-    info = {"dataset": dataset, "root": os.path.abspath(root), "model": model_name, "backend": localizer.engine.backend,
-            "precision": localizer.engine.precision}
+    info = {"dataset": dataset, "root": os.path.abspath(root), "model": model_name, "family": localizer.spec.name,
+            "backend": localizer.engine.backend, "precision": localizer.engine.precision}
     csv_path = os.path.join(out_dir, PER_SAMPLE)
     info_path = os.path.join(out_dir, RUN_INFO)
     if restart or not os.path.isfile(info_path):
@@ -101,7 +101,7 @@ def run_evaluation(dataset: str, root: str, localizer, out_dir: str, annotations
                              f"{earlier.get('backend')} {earlier.get('precision')}, {earlier.get('model')}): use --restart or another --out")
     done = read_rows(csv_path)
     todo = [s for s in samples if s.key not in done]
-    rule = reading.upsample_rule
+    rule = localizer.spec.eval_upsample[dataset]
     keep = {s.key for s in samples[:retrieval]} if retrieval and localizer.split else set()
     embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sslrt.config import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_HEATMAP
-from sslrt.metrics import ciou_at_thresholds, fixed_thresholds, heatmaps_to_predictions
+from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_HEATMAP
+from sslrt.measure.metrics import ciou_at_thresholds
+from sslrt.runtime.localization import BILINEAR_ALIGN_CORNERS, fixed_thresholds, heatmaps_to_predictions
 
 # What a reduced-precision engine must meet against the PyTorch fp32 reference.
 FP16_BUDGET = {"max_abs": 1e-2, "argmax_agreement": 0.99, "localization_agreement": 0.99}
@@ -24,7 +25,7 @@ def localization_ciou(reference: np.ndarray, candidate: np.ndarray) -> np.ndarra
     official median threshold; ciou = sum(infer*gt) / (sum(gt) + sum(infer*(gt==0)))."""
     def predictions(h):
         h = np.asarray(h, dtype=np.float32)
-        return heatmaps_to_predictions(h.reshape(len(h), h.shape[-2], h.shape[-1]), "bilinear_align_corners")
+        return heatmaps_to_predictions(h.reshape(len(h), h.shape[-2], h.shape[-1]), BILINEAR_ALIGN_CORNERS)
 
     ref, cand = predictions(reference), predictions(candidate)
     gt = ref > fixed_thresholds(ref)[:, None, None]

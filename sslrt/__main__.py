@@ -1,0 +1,3 @@
+from sslrt.cli import main
+
+main()

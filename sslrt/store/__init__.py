@@ -1,0 +1,1 @@
+"""Reading export directories without torch: the manifest, atomic writes, the cache location."""
