@@ -64,18 +64,8 @@ def main() -> int:
                 if channels_last:
                     image, audio = (t.contiguous(memory_format=torch.channels_last) for t in (image, audio))
                 with torch.no_grad():
-                    if graph:
-                        engine._captured = None
-                        engine._capture([image, audio])
-                        _, g, (si, sa), _ = engine._captured
-
-                        def step():
-                            si.copy_(image)
-                            sa.copy_(audio)
-                            g.replay()
-                    else:
-                        def step():
-                            engine._forward(image, audio)
+                    def step():
+                        engine.run_on_device(image, audio)
                     for _ in range(args.warmup):
                         step()
                     torch.cuda.synchronize()
