@@ -12,6 +12,7 @@ import numpy as np
 
 from sslrt.measure import metrics
 from sslrt.errors import SslrtError
+from sslrt.errors import first_line as error_line  # noqa: F401  (used by the readers)
 
 # Only these file kinds are indexed: a VGG-SS frame folder can hold ~100 frames per clip.
 _INDEXED_SUFFIXES = {".jpg", ".jpeg", ".png", ".wav", ".flac", ".xml", ".json", ".csv", ".txt"}
@@ -164,5 +165,3 @@ def load_json(path: Path) -> object:
         raise SslrtError(f"{path}: not a readable JSON annotation file ({error_line(exc)})") from None
 
 
-def error_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
