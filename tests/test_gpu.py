@@ -163,8 +163,8 @@ def test_auto_says_what_it_chose(tiny_export, media, capsys):
         assert (result["backend"], result["precision"]) == ("onnxruntime", "fp32")
 
 
-@pytest.mark.parametrize("backend,hint", [("tensorrt", "pip install 'sslrt[tensorrt]'"), ("onnxruntime-cuda", "pip install 'sslrt[gpu]'"),
-                                          ("onnxruntime-trt", "pip install 'sslrt[gpu]'"), ("torch-cuda", "pip install")])
+@pytest.mark.parametrize("backend,hint", [("tensorrt", "pip install 'sslrt[tensorrt-cu12]'"), ("onnxruntime-cuda", "pip install 'sslrt[gpu-cu12]'"),
+                                          ("onnxruntime-trt", "pip install 'sslrt[tensorrt-cu12]'"), ("torch-cuda", "pip install")])
 def test_absent_backend_says_what_to_install(backend, hint, tiny_export, media, capsys):
     from sslrt.engines import available_backends
 
@@ -187,7 +187,7 @@ def test_export_tensorrt_without_tensorrt_exits_2_with_install_hint(tiny_checkpo
     out_dir = tmp_path / "trt"
     code, out, err = run_cli(["export", tiny_checkpoint, "-o", out_dir, "--format", "tensorrt", "--fp16", "--batch", "1:8:64"], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1
-    assert "pip install 'sslrt[tensorrt]'" in err or "CUDA GPU" in err
+    assert "pip install 'sslrt[tensorrt-cu12]'" in err or "CUDA GPU" in err
     assert not out_dir.exists()  # refused before any work
 
 

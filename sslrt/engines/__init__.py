@@ -21,10 +21,10 @@ PRECISIONS = ("fp32", "fp16", "int8")
 AUTO_ORDER = ("tensorrt", "onnxruntime-cuda", "onnxruntime")
 
 INSTALL_HINTS = {
-    "tensorrt": "TensorRT, cuda-python and a CUDA GPU: pip install 'sslrt[tensorrt]'",
-    "onnxruntime": "onnxruntime: pip install onnxruntime",
-    "onnxruntime-cuda": "onnxruntime-gpu and a CUDA GPU: pip install 'sslrt[gpu]' (it replaces the CPU onnxruntime)",
-    "onnxruntime-trt": "onnxruntime-gpu built with TensorRT, TensorRT and a CUDA GPU: pip install 'sslrt[gpu]' 'sslrt[tensorrt]'",
+    "tensorrt": "TensorRT, cuda-python and a CUDA GPU: pip install 'sslrt[tensorrt-cu12]' (CUDA 12 driver) or 'sslrt[tensorrt-cu13]' (CUDA 13)",
+    "onnxruntime": "onnxruntime: pip install 'sslrt[cpu]'",
+    "onnxruntime-cuda": "onnxruntime-gpu and a CUDA GPU: pip uninstall -y onnxruntime && pip install 'sslrt[gpu-cu12]' (or 'sslrt[gpu-cu13]')",
+    "onnxruntime-trt": "onnxruntime-gpu, TensorRT 10 (its TensorRT provider links libnvinfer.so.10) and a CUDA GPU: pip uninstall -y onnxruntime && pip install 'sslrt[tensorrt-cu12]' (or 'sslrt[tensorrt-cu13]')",
     "torch": "PyTorch: pip install 'sslrt[export]' (CPU: pip install torch==2.13.0 first)",
     "torch-cuda": "a CUDA build of PyTorch and a CUDA GPU: pip install torch (CUDA wheel) && pip install 'sslrt[export]'",
 }
@@ -54,46 +54,25 @@ def _has(module: str) -> bool:
 
 
 def cuda_device_count() -> int:
-    """CUDA devices visible, without torch: cuda-python if installed, else the driver via ctypes."""
-    try:
-        from sslrt.engines.tensorrt import import_cudart
+    """CUDA devices visible, without torch: cuda-python's runtime, else the driver API (engines/cuda.py)."""
+    from sslrt.engines.cuda import cuda_device_count as count
 
-        cudart = import_cudart()
-        err, count = cudart.cudaGetDeviceCount()
-        return int(count) if int(err) == 0 else 0
-    except Exception:
-        pass
-    try:
-        import ctypes
-
-        lib = ctypes.CDLL("libcuda.so.1")
-        count = ctypes.c_int(0)
-        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return 0
-        return count.value
-    except OSError:
-        return 0
+    return count()
 
 
 def available_backends(include_torch: bool = False) -> set[str]:
     """Backends whose packages (and GPU, for the CUDA ones) are present. torch is only probed on
     request: importing it is slow, and the runtime path never needs it."""
     out: set[str] = set()
-    gpus = None
     if _has("onnxruntime"):
         out.add("onnxruntime")
-        import onnxruntime
+        from sslrt.engines.onnxruntime import available_gpu_backends
 
-        providers = set(onnxruntime.get_available_providers())
-        if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & providers:
-            gpus = cuda_device_count()
-            if gpus and "CUDAExecutionProvider" in providers:
-                out.add("onnxruntime-cuda")
-            if gpus and "TensorrtExecutionProvider" in providers:
-                out.add("onnxruntime-trt")
+        out |= available_gpu_backends()  # compiled in, its library loads, and a GPU
     if _has("tensorrt") and (_has("cuda.bindings") or _has("cuda.cudart")):
-        gpus = cuda_device_count() if gpus is None else gpus
-        if gpus:
+        from sslrt.engines.tensorrt import load_error
+
+        if load_error() is None:  # TensorRT's libraries load and cuda-python's runtime sees a GPU
             out.add("tensorrt")
     if include_torch and _has("torch"):
         out.add("torch")
@@ -178,9 +157,9 @@ def create_engine(backend: str, source: ModelSource, precision: str | None = "fp
             _require(backend, available_backends() if available is None else available)
         # The TensorRT execution provider builds its own fp16 engine from the fp32 graph.
         onnx_precision = "fp32" if backend == "onnxruntime-trt" else precision
-        path, _ = _artifact(source, backend, onnx_precision, progress, graph)
+        path, entry = _artifact(source, backend, onnx_precision, progress, graph)
         engine = OnnxRuntimeEngine(path, precision=precision, threads=threads, backend=backend,
-                                   providers=providers_for(backend, precision))
+                                   providers=providers_for(backend, precision, inputs=entry.get("inputs")))
     elif backend == "tensorrt":
         from sslrt.engines.tensorrt import TensorRTEngine
 

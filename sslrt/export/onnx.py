@@ -235,6 +235,39 @@ def _add_int8(stage, graphs, artifacts, parity, opset, image, audio, parity_sour
         engine.close()
 
 
+def _add_tensorrt(stage, graphs, artifacts, parity, precision, batch, workspace_mib, timing_cache,
+                  reference, image, audio, parity_source, step) -> None:
+    """A TensorRT engine of `precision` for every exported graph (the encoders too, so embedding
+    reuse works on TensorRT), each from the ONNX graph of that precision, and its parity."""
+    from sslrt.engines.tensorrt import TensorRTEngine
+    from sslrt.export.tensorrt import build_engine, engine_filename, plan_build
+    from sslrt.graphs import artifact_key, cosine_map
+    from sslrt.parity import compare_engines, heatmap_agreement
+
+    engines = {}
+    for graph in graphs:
+        source = artifacts[artifact_key("onnx", precision, graph)]
+        plan = plan_build(stage, precision, graph, source["inputs"], batch, workspace_mib, timing_cache)
+        info = build_engine(plan, progress=step)
+        key = artifact_key("tensorrt", precision, graph)
+        artifacts[key] = artifact_entry(stage, engine_filename(precision, graph), inputs=source["inputs"],
+                                        outputs=source["outputs"], **info)
+        engines[graph] = TensorRTEngine(os.path.join(stage, engine_filename(precision, graph)), artifacts[key])
+    step("measuring TensorRT parity against the PyTorch reference")
+    key = f"tensorrt_{precision}"
+    parity[f"{key}_vs_torch_fp32"] = pt = compare_engines(reference, engines["fused"], image, audio)
+    pt["inputs"] = parity_source
+    _check_parity(pt, key, precision)
+    if "vision" in engines and "audio" in engines:
+        v = engines["vision"].run({INPUT_IMAGE: image})[OUTPUT_IMAGE_EMBEDDING]
+        a = engines["audio"].run({INPUT_AUDIO: audio})[OUTPUT_AUDIO_EMBEDDING]
+        ref = reference.run({INPUT_IMAGE: image, INPUT_AUDIO: audio})[OUTPUT_HEATMAP]
+        parity[f"{key}_encoders_vs_torch_fp32"] = pe = heatmap_agreement(ref, cosine_map(v, a)) | {"inputs": parity_source}
+        _check_parity(pe, f"{key} encoders", precision)
+    for engine in engines.values():
+        engine.close()
+
+
 def _check_parity(parity: dict, key: str, precision: str) -> None:
     """Record whether a reduced-precision artifact meets the fp16 budget; warn where it does not."""
     from sslrt.parity import FP16_BUDGET, within_budget
@@ -271,14 +304,17 @@ def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET,
         raise SslrtError("--batch, --workspace and --timing-cache apply to --format tensorrt")
     if fmt == "tensorrt":
         # Fail before the slow work: TensorRT, cuda-python and a GPU must all be here.
-        from sslrt.engines import cuda_device_count
-        from sslrt.engines.tensorrt import import_cudart, import_tensorrt
+        from sslrt.engines.tensorrt import INSTALL, load_error
         from sslrt.export.tensorrt import DEFAULT_PROFILE
 
-        import_tensorrt()
-        import_cudart()
-        if cuda_device_count() < 1:
-            raise BackendUnavailable("--format tensorrt needs a CUDA GPU on the machine that builds the engine (none found)")
+        why = load_error()  # TensorRT's libraries load, cuda-python sees a GPU
+        if why is not None:
+            raise BackendUnavailable(why if "pip install" in why else
+                                     f"--format tensorrt needs a CUDA GPU on the machine that builds the engine ({why})")
+        try:
+            import polygraphy  # noqa: F401  (it builds the engines)
+        except ImportError:
+            raise BackendUnavailable(f"--format tensorrt needs Polygraphy: {INSTALL}") from None
         batch = batch or DEFAULT_PROFILE
     _require_export_deps()
     import onnx
@@ -326,39 +362,26 @@ def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET,
             engine.close()
         if int8:
             _add_int8(stage, graphs, artifacts, parity, opset, image, audio, parity_source, calibration_pairs, step)
-        fused_path = os.path.join(stage, onnx_filename("fp32", "fused"))
         if precision == "fp16":
-            step("converting to fp16 ONNX")
-            fp16_name = onnx_filename("fp16", "fused")
-            fp16_path = os.path.join(stage, fp16_name)
-            convert_fp16(fused_path, fp16_path)
-            fp16_engine = OnnxRuntimeEngine(fp16_path, precision="fp16")
-            parity["onnx_fp16_vs_torch_fp32"] = p16 = compare_engines(reference, fp16_engine, image, audio)
-            p16["inputs"] = parity_source
-            p16["provider"] = "CPUExecutionProvider"
-            _check_parity(p16, "onnx_fp16", "fp16")
-            artifacts["onnx_fp16"] = artifact_entry(stage, fp16_name, backend="onnxruntime", precision="fp16", graph="fused",
-                                                    opset=opset, io_dtype="float32", converted_from=onnx_filename("fp32", "fused"),
-                                                    kept_fp32_ops=FP16_KEEP_FP32_OPS,
-                                                    inputs=[s.to_dict() for s in fp16_engine.inputs],
-                                                    outputs=[s.to_dict() for s in fp16_engine.outputs])
-            fp16_engine.close()
+            for graph in graphs:
+                step(f"converting to fp16 ONNX ({graph} graph)")
+                fp16_name = onnx_filename("fp16", graph)
+                fp16_path = os.path.join(stage, fp16_name)
+                convert_fp16(os.path.join(stage, onnx_filename("fp32", graph)), fp16_path)
+                fp16_engine = OnnxRuntimeEngine(fp16_path, precision="fp16")
+                artifacts[artifact_key("onnx", "fp16", graph)] = artifact_entry(
+                    stage, fp16_name, backend="onnxruntime", precision="fp16", graph=graph, opset=opset, io_dtype="float32",
+                    converted_from=onnx_filename("fp32", graph), kept_fp32_ops=FP16_KEEP_FP32_OPS,
+                    inputs=[s.to_dict() for s in fp16_engine.inputs], outputs=[s.to_dict() for s in fp16_engine.outputs])
+                if graph == "fused":
+                    parity["onnx_fp16_vs_torch_fp32"] = p16 = compare_engines(reference, fp16_engine, image, audio)
+                    p16["inputs"] = parity_source
+                    p16["provider"] = "CPUExecutionProvider"
+                    _check_parity(p16, "onnx_fp16", "fp16")
+                fp16_engine.close()
         if fmt == "tensorrt":
-            from sslrt.engines.tensorrt import TensorRTEngine
-            from sslrt.export.tensorrt import ENGINE_FILE, build_engine
-
-            engine_file = ENGINE_FILE.format(precision=precision)
-            info = build_engine(fused_path, os.path.join(stage, engine_file), precision=precision, profile=batch,
-                                workspace_mib=workspace_mib, timing_cache=timing_cache, progress=step)
-            entry = artifact_entry(stage, engine_file, built_from=onnx_filename("fp32", "fused"), graph="fused", **info)
-            step("measuring TensorRT parity against the PyTorch reference")
-            trt_engine = TensorRTEngine(os.path.join(stage, engine_file), entry)
-            key = f"tensorrt_{precision}"
-            parity[f"{key}_vs_torch_fp32"] = pt = compare_engines(reference, trt_engine, image, audio)
-            pt["inputs"] = parity_source
-            _check_parity(pt, key, precision)
-            trt_engine.close()
-            artifacts[key] = entry
+            _add_tensorrt(stage, graphs, artifacts, parity, precision, batch, workspace_mib, timing_cache,
+                          reference, image, audio, parity_source, step)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
