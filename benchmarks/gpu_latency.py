@@ -65,9 +65,7 @@ def main() -> int:
                     image, audio = (t.contiguous(memory_format=torch.channels_last) for t in (image, audio))
                 with torch.no_grad():
                     if graph:
-                        engine._captured = None
-                        engine._capture([image, audio])
-                        _, g, (si, sa), _ = engine._captured
+                        g, (si, sa), _ = engine._capture([image, audio])
 
                         def step():
                             si.copy_(image)

@@ -1,7 +1,9 @@
 """The PyTorch reference backend: the paper's network in eager fp32, the yardstick of parity.
 
 On a CUDA GPU (registry name torch-cuda) it also runs fp16 under autocast, in channels_last
-memory format, and optionally replays a CUDA graph captured for one fixed batch size.
+memory format, and optionally replays CUDA graphs: one per batch size (engines/cuda.py
+CudaGraphCache), captured the first time that size is run (a 4, 3, 4 sequence: capture 4, capture 3,
+replay 4; a graph is never replayed for a batch size it was not captured at).
 Each of config.GRAPHS can be run: the fused pair, or one encoder.
 """
 from __future__ import annotations
@@ -27,7 +29,9 @@ class TorchEngine(Engine):
         self.channels_last = channels_last
         self.cuda_graph = cuda_graph
         self._model = None
-        self._captured = None  # (batch, CUDAGraph, static inputs, static output)
+        from sslrt.engines.cuda import CudaGraphCache
+
+        self._graphs = CudaGraphCache()  # batch -> (CUDAGraph, static inputs, static output)
         if device == "cuda":
             self.backend = "torch-cuda"
         if precision not in ("fp32", "fp16"):
@@ -114,7 +118,7 @@ class TorchEngine(Engine):
 
     def _capture(self, inputs):
         """Capture one forward pass for this batch size (warm-up on a side stream first, as
-        torch.cuda.graphs requires)."""
+        torch.cuda.graphs requires); returns (CUDAGraph, static inputs, static output)."""
         torch = self._torch
         static = [x.clone() for x in inputs]
         side = torch.cuda.Stream()
@@ -126,7 +130,9 @@ class TorchEngine(Engine):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             static_out = self._forward(*static)
-        self._captured = (inputs[0].shape[0], graph, static, static_out)
+        captured = (graph, static, static_out)
+        self._graphs.put(int(inputs[0].shape[0]), captured)  # an evicted graph is freed with its last reference
+        return captured
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.load()
@@ -135,18 +141,18 @@ class TorchEngine(Engine):
         with torch.inference_mode():
             inputs = [self._to_device(feeds[n]) for n in names_in]
             if self.cuda_graph:
-                if self._captured is None:
+                batch = int(inputs[0].shape[0])
+                if self._graphs.action(batch) == "capture":
                     self._capture(inputs)
-                batch, graph, static, static_out = self._captured
-                if inputs[0].shape[0] == batch:
-                    for s, x in zip(static, inputs):
-                        s.copy_(x)
-                    graph.replay()
-                    return {names_out[0]: static_out.float().cpu().numpy()}
+                graph, static, static_out = self._graphs.get(batch)
+                for s, x in zip(static, inputs):
+                    s.copy_(x)
+                graph.replay()
+                return {names_out[0]: static_out.float().cpu().numpy()}
             out = self._forward(*inputs)
         return {names_out[0]: out.float().cpu().numpy()}
 
     def close(self) -> None:
         self._model = None
-        self._captured = None
+        self._graphs.clear()
         super().close()
