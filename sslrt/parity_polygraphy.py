@@ -60,6 +60,14 @@ def engine_runner(engine, name: str | None = None):
     return EngineRunner()
 
 
+def _simple_compare(CompareFunc, atol: float, rtol: float):
+    try:  # Polygraphy >= 0.53 (CompareFunc.simple is deprecated there)
+        from polygraphy.comparator import SimpleCompareFunc
+    except ImportError:
+        return CompareFunc.simple(atol=atol, rtol=rtol)
+    return SimpleCompareFunc(atol=atol, rtol=rtol)
+
+
 def feed_batches(feeds: dict[str, np.ndarray], batch_size: int) -> list[dict[str, np.ndarray]]:
     """Polygraphy's data loader: any iterable of feed dicts, here the batches of `feeds`."""
     total = len(next(iter(feeds.values())))
@@ -85,7 +93,7 @@ def compare_with_polygraphy(reference, candidates: list, feeds: dict[str, np.nda
         results = Comparator.run(runners, data_loader=feed_batches(feeds, batch_size))
         comparisons = [(0, k) for k in range(1, len(runners))]
         accuracy = Comparator.compare_accuracy(results, comparisons=comparisons,
-                                               compare_func=CompareFunc.simple(atol=atol, rtol=rtol))
+                                               compare_func=_simple_compare(CompareFunc, atol, rtol))
     try:  # Polygraphy >= 0.53: one AccuracyResult per compare function, in an AccuracyResults list
         from polygraphy.comparator.struct import AccuracyResults
 

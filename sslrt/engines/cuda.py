@@ -85,12 +85,14 @@ def driver_device_count() -> tuple[int, int | None]:
     return count.value, version.value if got_version else None
 
 
-def probe() -> CudaProbe:
-    """Count CUDA devices: cuda-python's runtime first, the driver API where the runtime fails."""
-    count, error = _cudart_count()
+def probe(cudart_count=None, driver_count=None) -> CudaProbe:
+    """Count CUDA devices: cuda-python's runtime first, the driver API where the runtime fails
+    (an error of cudart is not "no GPU"). `cudart_count` / `driver_count` default to the real
+    probes (_cudart_count, driver_device_count)."""
+    count, error = (cudart_count or _cudart_count)()
     if count is not None:
         return CudaProbe(count, "cudart")
-    devices, version = driver_device_count()
+    devices, version = (driver_count or driver_device_count)()
     return CudaProbe(devices, "driver" if version is not None else "none", cudart_error=error, driver_version=version)
 
 
