@@ -24,7 +24,7 @@ API_FILES = sorted(DATA.glob("tensorrt_api_*.txt"))
 
 # Variables (or self attributes) that hold TensorRT objects in sslrt's TensorRT modules -> class.
 TRT_OBJECTS = {
-    "_engine": "ICudaEngine", "engine": "ICudaEngine",
+    "_engine": "ICudaEngine",
     "_context": "IExecutionContext", "context": "IExecutionContext",
     "_runtime": "Runtime", "runtime": "Runtime",
     "builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser", "config": "IBuilderConfig",
@@ -105,7 +105,10 @@ def _object_class(node: ast.AST) -> str | None:
 def tensorrt_names_used(source: str) -> set[str]:
     """TensorRT names a module's source uses (nothing where it never touches the tensorrt module)."""
     tree = ast.parse(source)
-    if not any(_root_is_trt(n) for n in ast.walk(tree)):
+    # only modules that hold the tensorrt module (`trt = ...`, `import tensorrt as trt`, `self._trt = ...`)
+    # hold TensorRT objects; elsewhere `engine`, `config`, ... are sslrt's own
+    if not any((isinstance(n, ast.Name) and n.id == "trt") or (isinstance(n, ast.Attribute) and n.attr == "_trt")
+               for n in ast.walk(tree)):
         return set()
     used = set()
     for node in ast.walk(tree):
