@@ -290,11 +290,12 @@ def export_checkpoint(checkpoint: str, out_dir: str, opset: int = DEFAULT_OPSET,
 
     Always writes the fp32 fused graph (image, audio -> heatmap, `onnx_fp32`) and, with
     `encoders`, the vision and audio graphs that let the runtime reuse an image's or a sound's
-    embedding. `int8` adds INT8 copies of each graph; `precision="fp16"` adds an fp16 fused graph
-    with float32 I/O (`onnx_fp16`); `fmt="tensorrt"` adds a TensorRT engine of `precision`
-    (`tensorrt_fp16` / `tensorrt_fp32`) built on this machine's GPU with the batch profile `batch`
-    (a BatchProfile, default 1:8:32), the `workspace_mib` limit and the timing cache file
-    `timing_cache`. Every artifact's parity is measured and recorded.
+    embedding. `int8` adds INT8 copies of each graph; `precision="fp16"` adds fp16 copies of each
+    graph with float32 I/O (`onnx_fp16`, `onnx_fp16_vision`, ...); `fmt="tensorrt"` adds a TensorRT
+    engine of `precision` for each graph (`tensorrt_fp16`, `tensorrt_fp16_vision`, ...), built
+    strongly typed from the ONNX graph of that precision on this machine's GPU (export/tensorrt.py)
+    with the batch profile `batch` (a BatchProfile, default 1:8:32), the `workspace_mib` limit and
+    the timing cache file `timing_cache`. Every artifact's parity is measured and recorded.
     """
     if fmt not in FORMATS:
         raise SslrtError(f"unknown export format '{fmt}' (choose from: {', '.join(FORMATS)})")
