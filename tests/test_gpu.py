@@ -37,19 +37,26 @@ def _torch_cuda():
 
 
 needs_torch_cuda = pytest.mark.skipif(not _torch_cuda(), reason="no CUDA GPU visible to torch (torch.cuda.is_available() is False)")
-needs_tensorrt = pytest.mark.skipif(not (_has("tensorrt") and (_has("cuda.bindings") or _has("cuda.cudart")) and _cuda_gpus()),
-                                    reason="TensorRT, cuda-python or a CUDA GPU is absent")
+def _tensorrt_ready():
+    if not (_has("tensorrt") and (_has("cuda.bindings") or _has("cuda.cudart")) and _has("polygraphy")):
+        return False
+    from sslrt.engines.tensorrt import load_error
+
+    return load_error() is None
+
+
+needs_tensorrt = pytest.mark.skipif(not _tensorrt_ready(), reason="TensorRT, cuda-python, Polygraphy or a CUDA GPU is absent (or does not load)")
 
 
 def _ort_cuda():
     if not _has("onnxruntime"):
         return False
-    import onnxruntime
+    from sslrt.engines.onnxruntime import available_gpu_backends
 
-    return "CUDAExecutionProvider" in onnxruntime.get_available_providers() and _cuda_gpus() > 0
+    return "onnxruntime-cuda" in available_gpu_backends()  # compiled in, its library loads, and a GPU
 
 
-needs_ort_cuda = pytest.mark.skipif(not _ort_cuda(), reason="onnxruntime-gpu (CUDAExecutionProvider) or a CUDA GPU is absent")
+needs_ort_cuda = pytest.mark.skipif(not _ort_cuda(), reason="onnxruntime-gpu (CUDAExecutionProvider that loads) or a CUDA GPU is absent")
 
 
 def _inputs(n=6, seed=0):
@@ -163,8 +170,8 @@ def test_auto_says_what_it_chose(tiny_export, media, capsys):
         assert (result["backend"], result["precision"]) == ("onnxruntime", "fp32")
 
 
-@pytest.mark.parametrize("backend,hint", [("tensorrt", "pip install 'sslrt[tensorrt]'"), ("onnxruntime-cuda", "pip install 'sslrt[gpu]'"),
-                                          ("onnxruntime-trt", "pip install 'sslrt[gpu]'"), ("torch-cuda", "pip install")])
+@pytest.mark.parametrize("backend,hint", [("tensorrt", "pip install 'sslrt[tensorrt-cu12]'"), ("onnxruntime-cuda", "pip install 'sslrt[gpu-cu12]'"),
+                                          ("onnxruntime-trt", "pip install 'sslrt[tensorrt-cu12]'"), ("torch-cuda", "pip install")])
 def test_absent_backend_says_what_to_install(backend, hint, tiny_export, media, capsys):
     from sslrt.engines import available_backends
 
@@ -187,7 +194,7 @@ def test_export_tensorrt_without_tensorrt_exits_2_with_install_hint(tiny_checkpo
     out_dir = tmp_path / "trt"
     code, out, err = run_cli(["export", tiny_checkpoint, "-o", out_dir, "--format", "tensorrt", "--fp16", "--batch", "1:8:64"], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1
-    assert "pip install 'sslrt[tensorrt]'" in err or "CUDA GPU" in err
+    assert "pip install 'sslrt[tensorrt-cu12]'" in err or "CUDA GPU" in err
     assert not out_dir.exists()  # refused before any work
 
 
@@ -293,10 +300,18 @@ def test_torch_cuda_parity(tiny_checkpoint, precision, cuda_graph):
     from sslrt.engines.torch import TorchEngine
     from sslrt.measure.parity import FP16_BUDGET, compare_engines, within_budget
 
-    image, audio = _inputs(8)
+    image, audio = _inputs(11)  # batches 4, 4, 3 ...
     cand = TorchEngine(str(tiny_checkpoint), precision=precision, device="cuda", channels_last=True, cuda_graph=cuda_graph)
     assert cand.backend == "torch-cuda"
-    stats = compare_engines(TorchEngine(str(tiny_checkpoint)), cand, image, audio, batch_size=4)
+    ref = TorchEngine(str(tiny_checkpoint))
+    stats = compare_engines(ref, cand, image, audio, batch_size=4)
+    # ... then 4, 3, 4: a replay after the batch size changed (a graph per batch size)
+    mixed = [cand.run({"image": image[a:b], "audio": audio[a:b]})["heatmap"] for a, b in ((0, 4), (4, 7), (0, 4))]
+    want = [ref.run({"image": image[a:b], "audio": audio[a:b]})["heatmap"] for a, b in ((0, 4), (4, 7), (0, 4))]
+    tol = 1e-4 if precision == "fp32" else FP16_BUDGET["max_abs"]
+    assert all(np.abs(m - w).max() <= tol for m, w in zip(mixed, want))
+    if cuda_graph:
+        assert sorted(cand._graphs._graphs) == [3, 4]
     if precision == "fp32":
         assert stats["max_abs"] <= 1e-4
     else:
@@ -314,7 +329,7 @@ def test_onnxruntime_cuda_parity(tiny_export_fp16, precision):
 
     image, audio = _inputs(8)
     engine = create_engine("onnxruntime-cuda", resolve_model(tiny_export_fp16.directory), precision=precision)
-    assert engine.device == "cuda"
+    assert engine.device == "cuda" and engine._io_binding is True
     stats = compare_engines(TorchEngine(tiny_export_fp16.checkpoint_path), engine, image, audio)
     assert stats["max_abs"] <= 1e-4 if precision == "fp32" else within_budget(stats, FP16_BUDGET)[0]
 
@@ -338,11 +353,25 @@ def test_tensorrt_build_run_and_parity(tiny_checkpoint, tmp_path, capsys, precis
     entry = read_export(str(out)).artifacts[f"tensorrt_{precision}"]
     assert entry["profile"] == {"min": 1, "opt": 4, "max": 8} and entry["gpu"]["compute_capability"] and entry["tensorrt_version"]
     assert cache.is_file() and cache.stat().st_size > 0
+    assert entry["strongly_typed"] is True and entry["tf32"] is False
+    assert entry["built_from"] == ("sslrt.onnx" if precision == "fp32" else "sslrt_fp16.onnx")
+    artifacts = read_export(str(out)).artifacts
+    assert {f"tensorrt_{precision}_vision", f"tensorrt_{precision}_audio"} <= set(artifacts)  # the encoders too
     image, audio = _inputs(11)  # 11 > max batch 8: the adapter splits it
+    reference = TorchEngine(str(tiny_checkpoint))
     for cuda_graph in (False, True):
         engine = create_engine("tensorrt", resolve_model(str(out)), precision=precision, cuda_graph=cuda_graph)
-        stats = compare_engines(TorchEngine(str(tiny_checkpoint)), engine, image, audio, batch_size=4)
+        stats = compare_engines(reference, engine, image, audio, batch_size=4)
         assert stats["max_abs"] <= 1e-3 if precision == "fp32" else within_budget(stats, FP16_BUDGET)[0], stats
+        # 4, 3, 4: the second 4 replays the batch-4 graph after a batch-3 one ran
+        tol = 1e-3 if precision == "fp32" else FP16_BUDGET["max_abs"]
+        for a, b in ((0, 4), (4, 7), (0, 4)):
+            feeds = {"image": image[a:b], "audio": audio[a:b]}
+            assert np.abs(engine.run(feeds)["heatmap"] - reference.run(feeds)["heatmap"]).max() <= tol
+        engine.close()
+    for graph, name in (("vision", "image"), ("audio", "audio")):  # encoder engines: not named image+audio
+        engine = create_engine("tensorrt", resolve_model(str(out)), precision=precision, graph=graph)
+        assert [s.name for s in engine.inputs] == [name]
         engine.close()
     # a rebuild reuses the timing cache
     code, _, err = run_cli(["export", tiny_checkpoint, "-o", out, "--format", "tensorrt", "--precision", precision,

@@ -5,11 +5,14 @@ preprocessing or heatmap semantics: those live in runtime/.
 """
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from sslrt.errors import SslrtError
 
 
 @dataclass(frozen=True)
@@ -109,3 +112,41 @@ class BackendRow:
     artifact_precision: dict = field(default_factory=dict)
     cuda_graph: bool = False
     precision_hint: str = ""  # appended to the "does not run this precision" error
+
+
+# -- the batch profile of engines built for a range of batch sizes (TensorRT, its ORT provider) ---
+@dataclass(frozen=True)
+class BatchProfile:
+    min: int
+    opt: int
+    max: int
+
+    def to_dict(self) -> dict:
+        return {"min": self.min, "opt": self.opt, "max": self.max}
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+DEFAULT_PROFILE = BatchProfile(1, 8, 32)
+
+
+def parse_profile(text: str | None) -> BatchProfile:
+    """`--batch`: "min:opt:max" (e.g. 1:8:64) or one number N (a static batch N:N:N)."""
+    if text is None:
+        return DEFAULT_PROFILE
+    text = str(text).strip()
+    parts = text.split(":")
+    if len(parts) not in (1, 3) or not all(re.fullmatch(r"\d+", p.strip()) for p in parts):
+        raise SslrtError(f"--batch must be MIN:OPT:MAX (e.g. 1:8:64) or one batch size, got {text!r}")
+    values = [int(p) for p in parts] * (3 if len(parts) == 1 else 1)
+    lo, opt, hi = values
+    if lo < 1:
+        raise SslrtError(f"--batch {text}: batch sizes must be >= 1")
+    if not lo <= opt <= hi:
+        raise SslrtError(f"--batch {text}: needs MIN <= OPT <= MAX")
+    if hi > 4096:
+        raise SslrtError(f"--batch {text}: max batch {hi} is unreasonably large (> 4096)")
+    return BatchProfile(lo, opt, hi)
+
+

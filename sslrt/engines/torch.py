@@ -32,7 +32,9 @@ class TorchEngine(Engine):
         self.channels_last = channels_last
         self.cuda_graph = cuda_graph
         self._model = None
-        self._captured: dict[int, tuple] = {}  # batch size -> (CUDAGraph, static inputs, static output)
+        from sslrt.engines.cuda import CudaGraphCache
+
+        self._graphs = CudaGraphCache()  # batch -> (CUDAGraph, static inputs, static output)
         if device == "cuda":
             self.backend = "torch-cuda"
         if precision not in ("fp32", "fp16"):
@@ -63,6 +65,10 @@ class TorchEngine(Engine):
         if self._threads:
             torch.set_num_threads(self._threads)
         model, self.config = load_checkpoint(self.checkpoint_path)
+        if self.spec is None:
+            from sslrt.spec import DEFAULT_FAMILY, get_spec
+
+            self.spec = get_spec(DEFAULT_FAMILY)
         model = model.to(self._device).eval()
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -76,8 +82,10 @@ class TorchEngine(Engine):
 
     @property
     def inputs(self) -> list[TensorSpec]:
-        shapes = input_shapes(self.spec) if self.spec is not None else {}
-        return [TensorSpec(name, (None, *shapes.get(name, ()))) for name in GRAPH_IO[self.graph][0]]
+        if self.spec is None:
+            self.load()  # the checkpoint says which family (and so which input shapes) it is
+        shapes = input_shapes(self.spec)
+        return [TensorSpec(name, (None, *shapes[name])) for name in GRAPH_IO[self.graph][0]]
 
     @property
     def outputs(self) -> list[TensorSpec]:
@@ -126,7 +134,8 @@ class TorchEngine(Engine):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             static_out = self._forward(*static)
-        self._captured[int(inputs[0].shape[0])] = captured = (graph, static, static_out)
+        captured = (graph, static, static_out)
+        self._graphs.put(int(inputs[0].shape[0]), captured)  # an evicted graph is freed with its last reference
         return captured
 
     def run_on_device(self, *tensors):
@@ -137,7 +146,9 @@ class TorchEngine(Engine):
         with self._torch.inference_mode():
             if not self.cuda_graph:
                 return self._forward(*tensors)
-            graph, static, static_out = self._captured.get(int(tensors[0].shape[0])) or self._capture(list(tensors))
+            batch = int(tensors[0].shape[0])
+            captured = self._capture(list(tensors)) if self._graphs.action(batch) == "capture" else self._graphs.get(batch)
+            graph, static, static_out = captured
             for s, x in zip(static, tensors):
                 s.copy_(x)
             graph.replay()
@@ -151,7 +162,7 @@ class TorchEngine(Engine):
 
     def close(self) -> None:
         self._model = None
-        self._captured = {}
+        self._graphs.clear()
 
 
 # -- the rows of the backend table ------------------------------------------------------------

@@ -125,23 +125,26 @@ def build_onnx_fp32(ctx: ExportContext) -> None:
 
 
 def build_onnx_fp16(ctx: ExportContext) -> None:
-    """The fused graph with fp16 towers and an fp32 head, float32 I/O."""
+    """Every graph with fp16 towers and an fp32 head, float32 I/O (the TensorRT fp16 engines are
+    built from these, strongly typed)."""
     from sslrt.engines.onnxruntime import OnnxRuntimeEngine
     from sslrt.export.fp16 import FP16_KEEP_FP32_OPS, convert_fp16
     from sslrt.measure.parity import compare_engines
 
-    ctx.step("converting to fp16 ONNX")
-    name = onnx_filename("fp16", "fused")
-    convert_fp16(ctx.path(onnx_filename("fp32", "fused")), ctx.path(name))
-    engine = OnnxRuntimeEngine(ctx.path(name), precision="fp16")
-    ctx.parity["onnx_fp16_vs_torch_fp32"] = p16 = compare_engines(ctx.reference, engine, ctx.image, ctx.audio)
-    p16["inputs"] = ctx.parity_source
-    p16["provider"] = "CPUExecutionProvider"
-    _check_budget(p16, "onnx_fp16", "fp16")
-    ctx.artifacts["onnx_fp16"] = artifact_entry(ctx.stage, name, backend="onnxruntime", precision="fp16", graph="fused",
-                                                opset=ctx.opset, io_dtype="float32", converted_from=onnx_filename("fp32", "fused"),
-                                                kept_fp32_ops=FP16_KEEP_FP32_OPS, **_io_specs(engine))
-    engine.close()
+    for graph in ctx.graphs:
+        ctx.step(f"converting to fp16 ONNX ({graph} graph)")
+        name = onnx_filename("fp16", graph)
+        convert_fp16(ctx.path(onnx_filename("fp32", graph)), ctx.path(name))
+        engine = OnnxRuntimeEngine(ctx.path(name), precision="fp16")
+        ctx.artifacts[artifact_key("onnx", "fp16", graph)] = artifact_entry(
+            ctx.stage, name, backend="onnxruntime", precision="fp16", graph=graph, opset=ctx.opset, io_dtype="float32",
+            converted_from=onnx_filename("fp32", graph), kept_fp32_ops=FP16_KEEP_FP32_OPS, **_io_specs(engine))
+        if graph == "fused":
+            ctx.parity["onnx_fp16_vs_torch_fp32"] = p16 = compare_engines(ctx.reference, engine, ctx.image, ctx.audio)
+            p16["inputs"] = ctx.parity_source
+            p16["provider"] = "CPUExecutionProvider"
+            _check_budget(p16, "onnx_fp16", "fp16")
+        engine.close()
 
 
 def build_onnx_int8(ctx: ExportContext) -> None:
@@ -174,23 +177,35 @@ def build_onnx_int8(ctx: ExportContext) -> None:
 
 
 def _build_tensorrt(ctx: ExportContext, precision: str) -> None:
+    """A TensorRT engine of `precision` for every exported graph (the encoders too, so embedding
+    reuse works on TensorRT), each built strongly typed from the ONNX graph of that precision."""
     from sslrt.engines.tensorrt import TensorRTEngine
-    from sslrt.export.tensorrt import ENGINE_FILE, build_engine
-    from sslrt.measure.parity import compare_engines
+    from sslrt.export.tensorrt import build_engine, engine_filename, plan_build
+    from sslrt.measure.parity import compare_engines, heatmap_agreement
 
-    engine_file = ENGINE_FILE.format(precision=precision)
-    fused_path = ctx.path(onnx_filename("fp32", "fused"))
-    info = build_engine(fused_path, ctx.path(engine_file), precision=precision, profile=ctx.batch,
-                        workspace_mib=ctx.workspace_mib, timing_cache=ctx.timing_cache, progress=ctx.step)
-    entry = artifact_entry(ctx.stage, engine_file, built_from=onnx_filename("fp32", "fused"), graph="fused", **info)
+    engines = {}
+    for graph in ctx.graphs:
+        source = ctx.artifacts[artifact_key("onnx", precision, graph)]
+        plan = plan_build(ctx.stage, precision, graph, source["inputs"], ctx.batch, ctx.workspace_mib, ctx.timing_cache)
+        info = build_engine(plan, progress=ctx.step)
+        key = artifact_key("tensorrt", precision, graph)
+        ctx.artifacts[key] = artifact_entry(ctx.stage, engine_filename(precision, graph), inputs=source["inputs"],
+                                            outputs=source["outputs"], **info)
+        engines[graph] = TensorRTEngine(ctx.path(engine_filename(precision, graph)), ctx.artifacts[key])
     ctx.step("measuring TensorRT parity against the PyTorch reference")
-    trt_engine = TensorRTEngine(ctx.path(engine_file), entry)
     key = f"tensorrt_{precision}"
-    ctx.parity[f"{key}_vs_torch_fp32"] = pt = compare_engines(ctx.reference, trt_engine, ctx.image, ctx.audio)
+    ctx.parity[f"{key}_vs_torch_fp32"] = pt = compare_engines(ctx.reference, engines["fused"], ctx.image, ctx.audio)
     pt["inputs"] = ctx.parity_source
     _check_budget(pt, key, precision)
-    trt_engine.close()
-    ctx.artifacts[key] = entry
+    if {"vision", "audio"} <= set(engines):
+        v = engines["vision"].run({INPUT_IMAGE: ctx.image})[OUTPUT_IMAGE_EMBEDDING]
+        a = engines["audio"].run({INPUT_AUDIO: ctx.audio})[OUTPUT_AUDIO_EMBEDDING]
+        ref = ctx.reference.run({INPUT_IMAGE: ctx.image, INPUT_AUDIO: ctx.audio})[OUTPUT_HEATMAP]
+        ctx.parity[f"{key}_encoders_vs_torch_fp32"] = pe = heatmap_agreement(ref, cosine_map(v, a, ctx.spec.heatmap_scale)) \
+            | {"inputs": ctx.parity_source}
+        _check_budget(pe, f"{key} encoders", precision)
+    for engine in engines.values():
+        engine.close()
 
 
 def build_tensorrt_fp16(ctx: ExportContext) -> None:
@@ -215,18 +230,19 @@ def _check_budget(parity: dict, key: str, precision: str) -> None:
 
 
 _TORCH = ("torch", "onnx")
-_TRT = ("torch", "onnx", "tensorrt", "cuda", "cuda")
+_TRT = ("torch", "onnx", "tensorrt", "polygraphy", "cuda")
 EXPORT_TARGETS: tuple[ExportTarget, ...] = (
     ExportTarget("onnx_fp32", "onnx", "fp32", "fused + vision + audio encoders", _TORCH, build_onnx_fp32,
                  description="always written: the reference graphs every other target starts from"),
-    ExportTarget("onnx_fp16", "onnx", "fp16", "fused", (*_TORCH, "onnxruntime"), build_onnx_fp16,
+    ExportTarget("onnx_fp16", "onnx", "fp16", "fused + vision + audio encoders", (*_TORCH, "onnxruntime"), build_onnx_fp16,
                  description="fp16 towers, fp32 head, float32 I/O (GPU providers; runs on CPU too)"),
     ExportTarget("onnx_int8", "onnx", "int8", "fused + vision + audio encoders", (*_TORCH, "onnxruntime.quantization"),
                  build_onnx_int8, description="static QDQ quantization for CPU (--int8)"),
-    ExportTarget("tensorrt_fp16", "tensorrt", "fp16", "fused", _TRT[:4], build_tensorrt_fp16,
-                 description="TensorRT engine for this machine's GPU (--format tensorrt --fp16)"),
-    ExportTarget("tensorrt_fp32", "tensorrt", "fp32", "fused", _TRT[:4], build_tensorrt_fp32,
-                 description="TensorRT engine, TF32 off (--format tensorrt)"),
+    ExportTarget("tensorrt_fp16", "tensorrt", "fp16", "fused + vision + audio encoders", _TRT, build_tensorrt_fp16,
+                 after=("onnx_fp16",), description="TensorRT engines for this machine's GPU, strongly typed from the fp16 "
+                                                   "graphs on Polygraphy (--format tensorrt --fp16)"),
+    ExportTarget("tensorrt_fp32", "tensorrt", "fp32", "fused + vision + audio encoders", _TRT, build_tensorrt_fp32,
+                 description="TensorRT engines, TF32 off (--format tensorrt)"),
 )
 TARGETS_BY_KEY = {t.key: t for t in EXPORT_TARGETS}
 FORMATS = ("onnx", "tensorrt")
@@ -280,6 +296,7 @@ def export_checkpoint(checkpoint: str, out_dir: str, targets: list[str] | None =
     unknown = [k for k in keys if k not in TARGETS_BY_KEY]
     if unknown:
         raise SslrtError(f"unknown export target(s) {unknown} (known: {', '.join(TARGETS_BY_KEY)})")
+    keys += [dep for k in keys for dep in TARGETS_BY_KEY[k].after]  # what a target builds from
     selected = [t for t in EXPORT_TARGETS if t.key in keys]
     if not any(t.format == "tensorrt" for t in selected) and (batch is not None or workspace_mib is not None
                                                                or timing_cache is not None):
@@ -287,10 +304,21 @@ def export_checkpoint(checkpoint: str, out_dir: str, targets: list[str] | None =
     if opset < 17:
         raise SslrtError(f"opset {opset} is too old: sslrt exports opset >= 17")
     for target in selected:  # fail before the slow work
+        if target.format == "tensorrt":
+            from sslrt.engines.tensorrt import INSTALL, load_error
+
+            why = load_error()  # TensorRT's libraries load, cuda-python sees a GPU
+            if why is not None:
+                raise BackendUnavailable(why if "pip install" in why else
+                                         f"--format tensorrt needs a CUDA GPU on the machine that builds the engine ({why})")
         missing = [m for m in target.missing() if m not in ("torch", "onnx")]
         if missing:
-            raise BackendUnavailable(f"export target {target.key} needs {', '.join(missing)} on this machine"
-                                     + (": pip install 'sslrt[tensorrt]'" if target.format == "tensorrt" else ""))
+            hint = ""
+            if target.format == "tensorrt":
+                from sslrt.engines.tensorrt import INSTALL
+
+                hint = f": {INSTALL}"
+            raise BackendUnavailable(f"export target {target.key} needs {', '.join(missing)} on this machine{hint}")
     if any(t.format == "tensorrt" for t in selected):
         from sslrt.export.tensorrt import DEFAULT_PROFILE
 

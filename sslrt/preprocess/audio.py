@@ -12,7 +12,6 @@ import warnings
 from math import gcd
 
 import numpy as np
-import soundfile as sf
 from scipy import signal
 
 from sslrt.config import (
@@ -44,6 +43,8 @@ def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise SslrtError(f"audio not found: {path}")
     if os.path.getsize(path) == 0:
         raise SslrtError(f"audio is empty: {path}")
+    import soundfile as sf  # here, not at import: the generated-input (parity, GPU test) path needs no libsndfile
+
     try:
         samples, sr = sf.read(path, dtype="float64", always_2d=True)
     except Exception as exc:  # libsndfile's errors are plain RuntimeErrors/LibsndfileErrors
