@@ -253,12 +253,20 @@ def load_image(path: str | os.PathLike, data: np.ndarray | None = None) -> np.nd
 
 def _opencv_decode(data: np.ndarray) -> np.ndarray | None:
     try:
-        rgb = cv2.imdecode(data, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+        if _IMREAD_RGB is not None:  # OpenCV >= 4.10 decodes to RGB directly
+            rgb = cv2.imdecode(data, _IMREAD_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+        else:
+            rgb = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            if rgb is not None and rgb.ndim == 3 and rgb.shape[2] == 3:
+                rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB, dst=rgb)
     except cv2.error:
         return None
     if rgb is None or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
         return None
     return rgb
+
+
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
 @lru_cache(maxsize=1)
