@@ -470,7 +470,8 @@ def mutated(draw, seeds):
 
 
 def _fuzz_settings():
-    return settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True,
+    # Fixed examples in CI (a failure reproduces); a long run (SSLRT_FUZZ_EXAMPLES=2000) explores anew.
+    return settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=FUZZ_EXAMPLES <= 60,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
