@@ -18,7 +18,8 @@ otherwise) is refused from its header, before any pixel is decoded or the file i
 decoding memory is bounded by the limit, not by the file. Decoding at a reduced size is not
 offered: JPEG's DCT-domain downscaling averages 2x2..8x8 blocks, while the model's input is a
 4-tap bicubic gather of full-resolution pixels (no antialias), so a reduced decode changes the
-tensor.
+tensor (measured on a 2880x2160 photo: by up to 0.39, 1.9 and 2.6 at 1/2, 1/4 and 1/8, against the
+1e-4 parity bound).
 """
 from __future__ import annotations
 
@@ -233,7 +234,10 @@ def load_image(path: str | os.PathLike, data: np.ndarray | None = None) -> np.nd
     heatmap must match the paper's.
     """
     path = os.fspath(path)
-    data = read_image_bytes(path) if data is None else np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if data is None:
+        data = read_image_bytes(path)
+    elif not isinstance(data, np.ndarray):
+        data = np.frombuffer(data, dtype=np.uint8)  # bytes, bytearray, memoryview
     if data.size == 0:
         raise SslrtError(f"image is empty: {path}")
     head = _sniff(data)
@@ -298,6 +302,9 @@ def _pil_decode(data: np.ndarray, path: str) -> np.ndarray:
         raise SslrtError(f"image is corrupt or not an image: {path} ({_first_line(exc)})") from None
     if out.ndim != 3 or out.shape[2] != 3 or out.size == 0:
         raise SslrtError(f"image is corrupt or not an image: {path} (decoded to shape {out.shape})")
+    # Containers (ICO, ICNS) may decode an embedded image larger than their header said; PIL's own
+    # limit bounded that decode, this keeps the result within ours.
+    _check_pixels(out.shape[1], out.shape[0], path)
     return out
 
 
