@@ -6,7 +6,7 @@
 Checkpoint: the full-width paper-format checkpoint that ../shared/golden/make_golden_checkpoint.py
 rebuilds (random weights, the checkpoint of the golden heatmaps) when ../shared is present, else a
 random checkpoint of `--width` (64 = full width). Inputs: `--pairs` generated image/sound pairs
-(sslrt/runtime/generated.py) plus the real pairs of ../shared/samples when present.
+(sslrt.synthetic.generated.py) plus the real pairs of ../shared/samples when present.
 Each candidate runs through `sslrt.engines.create_engine`, like `sslrt run --backend ...`; the
 statistics come from the one comparator, `sslrt.measure.parity.heatmap_agreement`. Needs torch (the
 reference) and onnx (the export).

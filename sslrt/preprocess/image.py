@@ -4,11 +4,29 @@ Official: PIL RGB -> ToTensor() -> Resize((224, 224), BICUBIC) on the float tens
 torchvision 0.13 is interpolate(mode='bicubic', align_corners=False) with no antialias and no
 clamping -> Normalize. Here the bicubic is a 4-tap gather per axis with torch's exact source
 coordinates, cubic kernel (A = -0.75) and border clamping, so no torch is needed.
+
+Decoding is PIL's `Image.open(path).convert('RGB')`, pixel for pixel, for every format PIL reads
+(16-bit PNG/TIFF are clipped to 255 as PIL clips them, CMYK is converted with PIL's formula,
+palette, grey+alpha, TGA, ...). OpenCV decodes the kinds where both libraries were measured
+bit-identical (see `_opencv_decodes`): 8-bit Huffman JPEGs (baseline or progressive, YCbCr, RGB or
+grey, 4:4:4 / 4:2:2 / 4:2:0 / 4:1:1 / 4:4:0) and non-interlaced PNGs of depth <= 8; it is 2-3x
+faster there. Pillow is imported only for the other kinds, or when OpenCV refuses a file (PIL then
+decides: it accepts some files that libpng rejects, e.g. a bad CRC in an ancillary chunk).
+
+Size: an image over `max_image_pixels()` (50 megapixels unless SSLRT_MAX_IMAGE_PIXELS says
+otherwise) is refused from its header, before any pixel is decoded or the file is read whole, so
+decoding memory is bounded by the limit, not by the file. Decoding at a reduced size is not
+offered: JPEG's DCT-domain downscaling averages 2x2..8x8 blocks, while the model's input is a
+4-tap bicubic gather of full-resolution pixels (no antialias), so a reduced decode changes the
+tensor (measured on a 2880x2160 photo: by up to 0.39, 1.9 and 2.6 at 1/2, 1/4 and 1/8, against the
+1e-4 parity bound).
 """
 from __future__ import annotations
 
+import io
 import os
 from functools import lru_cache
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -18,48 +36,328 @@ from sslrt.errors import SslrtError
 
 _CUBIC_A = -0.75  # torch's bicubic coefficient
 
+# Images over this many pixels are refused from their header (SSLRT_MAX_IMAGE_PIXELS overrides it).
+# 50 MP holds every camera and dataset image we know of; decoding one costs ~150 MB of RGB.
+MAX_IMAGE_PIXELS = 50_000_000
+# A file larger than 8 bytes per allowed pixel (uncompressed 16-bit RGBA) plus room for metadata
+# is no image we would decode; refusing it before reading keeps memory bounded by the limit.
+_MAX_BYTES_PER_PIXEL = 8
+_METADATA_BYTES = 16 << 20
+# Bytes read before the header check in read_image_bytes: JPEG/PNG headers fit unless a file
+# carries huge APP segments, which are then read whole (still under the file-size bound).
+_HEADER_PREFIX = 1 << 18
+# Junk between JPEG markers that we skip (libjpeg skips it too, with a warning); more is a broken
+# or hostile file, and PIL's marker scan walks junk one byte at a time in Python.
+_MAX_JPEG_JUNK = 1 << 16
+
+
+def max_image_pixels() -> int:
+    """The pixel limit: SSLRT_MAX_IMAGE_PIXELS if set, else MAX_IMAGE_PIXELS (read at each call)."""
+    env = os.environ.get("SSLRT_MAX_IMAGE_PIXELS", "").strip()
+    if not env:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(env)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise SslrtError(f"SSLRT_MAX_IMAGE_PIXELS must be a positive integer, got {env!r}")
+    return value
+
+
+def _check_pixels(width: int, height: int, path: str) -> None:
+    if width <= 0 or height <= 0:
+        raise SslrtError(f"image is corrupt: {path} (header says {width}x{height} pixels)")
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise SslrtError(f"image is too large: {path} is {width}x{height} ({width * height / 1e6:.1f} megapixels), "
+                         f"over the limit of {limit / 1e6:g} megapixels (set SSLRT_MAX_IMAGE_PIXELS to raise it)")
+
+
+class _Header(NamedTuple):
+    format: str  # "JPEG" or "PNG"
+    width: int | None  # None: the header is not in the bytes given (or is broken)
+    height: int | None
+    opencv: bool  # OpenCV decodes this kind bit-identically to PIL (measured, see _jpeg_header/_png_header)
+    problem: str | None = None  # why the header is unusable, for the error message
+
+
+def _be16(b, i: int) -> int:
+    return b[i] << 8 | b[i + 1]
+
+
+def _be32(b, i: int) -> int:
+    return b[i] << 24 | b[i + 1] << 16 | b[i + 2] << 8 | b[i + 3]
+
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# Huffman baseline, extended and progressive frames: the kinds compared bit for bit with PIL.
+_JPEG_OPENCV_SOF = {0xC0, 0xC1, 0xC2}
+# Luma sampling factors compared bit for bit (4:4:4, 4:2:2, 4:2:0, 4:1:1, 4:4:0), chroma 1x1.
+_JPEG_OPENCV_LUMA = {(1, 1), (2, 1), (2, 2), (4, 1), (1, 2)}
+
+
+def _jpeg_header(buf) -> _Header:
+    """Walk the marker segments up to the first scan: frame size, and whether OpenCV may decode it.
+
+    Measured bit-identical to PIL with the libjpeg-turbo builds here (3.1.2 in OpenCV 5.0, 3.2.0 in
+    Pillow 13):
+    8-bit Huffman baseline/extended/progressive JPEGs with one component (grey) or three (YCbCr
+    with or without an Adobe marker, or RGB) at the sampling factors above, restart markers and
+    optimised tables included. CMYK/YCCK (PIL converts with its own formula), 12-bit, arithmetic
+    and lossless frames, and other samplings go to PIL.
+    """
+    n, pos, junk, sof, adobe = len(buf), 2, 0, None, None
+    while pos + 4 <= n:
+        if buf[pos] != 0xFF:  # junk where a marker is due: skip to the next 0xFF, as libjpeg does
+            window = bytes(buf[pos:pos + _MAX_JPEG_JUNK - junk + 1])
+            nxt = window.find(b"\xff")
+            if nxt < 0:
+                if pos + len(window) >= n:
+                    break  # the bytes end inside the junk
+                return _Header("JPEG", None, None, False, "junk between JPEG markers")
+            junk += nxt
+            pos += nxt
+            continue
+        marker = buf[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            junk += 1
+            if junk > _MAX_JPEG_JUNK:
+                return _Header("JPEG", None, None, False, "junk between JPEG markers")
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        if marker in (0xDA, 0xD9):  # first scan (or the end): the header is complete
+            break
+        length = _be16(buf, pos + 2)
+        if length < 2:
+            return _Header("JPEG", None, None, False, "bad JPEG segment length")
+        if pos + 2 + length > n:
+            break
+        seg = buf[pos + 4:pos + 2 + length]
+        if marker in _JPEG_SOF and sof is None:
+            if len(seg) < 6:
+                return _Header("JPEG", None, None, False, "short JPEG frame header")
+            ncomp = seg[5]
+            comps = [(seg[7 + 3 * i] >> 4, seg[7 + 3 * i] & 15, seg[6 + 3 * i]) for i in range(ncomp) if 8 + 3 * i <= len(seg)]
+            sof = (marker, seg[0], _be16(seg, 3), _be16(seg, 1), ncomp, comps)
+        elif marker == 0xEE and len(seg) >= 12 and bytes(seg[:5]) == b"Adobe":
+            adobe = seg[11]
+        pos += 2 + length
+    if sof is None:
+        return _Header("JPEG", None, None, False, None)
+    marker, precision, width, height, ncomp, comps = sof
+    opencv = marker in _JPEG_OPENCV_SOF and precision == 8 and len(comps) == ncomp
+    if opencv and ncomp == 1:
+        opencv = comps[0][:2] == (1, 1)
+    elif opencv and ncomp == 3:
+        rgb = adobe == 0 or (adobe is None and [c[2] for c in comps] == [82, 71, 66])
+        chroma_1x1 = all(c[:2] == (1, 1) for c in comps[1:])
+        opencv = chroma_1x1 and (comps[0][:2] == (1, 1) if rgb else comps[0][:2] in _JPEG_OPENCV_LUMA)
+    else:
+        opencv = False
+    return _Header("JPEG", width, height, opencv)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_header(buf) -> _Header:
+    """IHDR, and the chunks up to the first IDAT (an animation control chunk sends it to PIL).
+
+    Measured bit-identical to PIL: non-interlaced PNGs of bit depth <= 8 (grey 1/2/4/8-bit, RGB,
+    RGBA, grey+alpha, palette 2/4/8-bit, with or without tRNS; alpha is dropped by both, not
+    composited). 16-bit PNGs differ (PIL clips 16-bit grey to 255, OpenCV shifts it by 8 bits)
+    and go to PIL, as do interlaced and animated ones (not measured).
+    """
+    if len(buf) < 33 or bytes(buf[12:16]) != b"IHDR":
+        return _Header("PNG", None, None, False, None)  # PIL decides (and reports) what this is
+    width, height, depth, interlace = _be32(buf, 16), _be32(buf, 20), buf[24], buf[28]
+    pos, animated, complete = 8, False, False
+    for _ in range(4096):  # chunks before the image data: a handful in real files
+        if pos + 8 > len(buf):
+            break
+        kind = bytes(buf[pos + 4:pos + 8])
+        if kind == b"IDAT":
+            complete = True
+            break
+        animated |= kind == b"acTL"
+        pos += 12 + _be32(buf, pos)
+    return _Header("PNG", width, height, complete and depth <= 8 and interlace == 0 and not animated)
+
+
+def _sniff(buf) -> _Header | None:
+    """The JPEG or PNG header in `buf`; None for other formats (PIL reads their headers)."""
+    buf = memoryview(np.ascontiguousarray(buf, dtype=np.uint8) if isinstance(buf, np.ndarray) else buf).cast("B")
+    if bytes(buf[:3]) == b"\xff\xd8\xff":
+        return _jpeg_header(buf)
+    if bytes(buf[:8]) == _PNG_SIGNATURE:
+        return _png_header(buf)
+    return None
+
 
 def read_image_bytes(path: str | os.PathLike) -> np.ndarray:
-    """The encoded file (uint8 array): read once, hashed by the runtime's cache, then decoded."""
+    """The encoded file (uint8 array): read once, hashed by the runtime's cache, then decoded.
+
+    Refuses, before reading the file whole, a file too large for the pixel limit and a JPEG or PNG
+    whose header says it is over the limit.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SslrtError(f"image not found: {path}")
-    data = np.fromfile(path, dtype=np.uint8)
-    if data.size == 0:
-        raise SslrtError(f"image is empty: {path}")
+    max_bytes = _MAX_BYTES_PER_PIXEL * max_image_pixels() + _METADATA_BYTES
+    try:
+        with open(path, "rb") as f:
+            prefix = f.read(_HEADER_PREFIX)
+            if not prefix:
+                raise SslrtError(f"image is empty: {path}")
+            head = _sniff(prefix)
+            if head is not None and head.width is not None:
+                _check_pixels(head.width, head.height, path)
+            f.seek(0)
+            data = np.fromfile(f, dtype=np.uint8, count=max_bytes + 1)
+    except OSError as exc:
+        raise SslrtError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    if data.size > max_bytes:
+        raise SslrtError(f"image file is too large: {path} is over {max_bytes >> 20} MiB, more than an image of "
+                         f"{max_image_pixels() / 1e6:g} megapixels takes (set SSLRT_MAX_IMAGE_PIXELS to raise it)")
     return data
 
 
 def load_image(path: str | os.PathLike, data: np.ndarray | None = None) -> np.ndarray:
     """Decode an image file (or its bytes, already read) to an RGB uint8 array (H, W, 3).
 
-    EXIF orientation is ignored on purpose: PIL, which the official code uses, does not apply it,
-    and the heatmap must match the paper's.
+    The result equals PIL's `np.asarray(Image.open(path).convert('RGB'))` (see the module's
+    docstring). EXIF orientation is ignored on purpose: PIL's convert does not apply it, and the
+    heatmap must match the paper's.
     """
     path = os.fspath(path)
-    data = read_image_bytes(path) if data is None else data
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if bgr is None or bgr.size == 0:
-        raise SslrtError(f"image is corrupt or not an image: {path}")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)  # SIMD; a [:, :, ::-1] copy costs ~10 ms on 1024x1024
+    if data is None:
+        data = read_image_bytes(path)
+    elif not isinstance(data, np.ndarray):
+        data = np.frombuffer(data, dtype=np.uint8)  # bytes, bytearray, memoryview
+    if data.size == 0:
+        raise SslrtError(f"image is empty: {path}")
+    head = _sniff(data)
+    if head is not None:
+        if head.width is None and head.format == "JPEG":
+            # Without a frame header neither library decodes it; PIL would scan junk bytewise first.
+            raise SslrtError(f"image is corrupt: {path} ({head.problem or 'no JPEG frame header'})")
+        if head.width is not None:
+            _check_pixels(head.width, head.height, path)
+        if head.opencv:
+            rgb = _opencv_decode(data)
+            if rgb is not None:
+                return rgb
+            # OpenCV refused it: PIL, the reference, decides (it accepts some files libpng rejects).
+    return _pil_decode(data, path)
+
+
+def _opencv_decode(data: np.ndarray) -> np.ndarray | None:
+    try:
+        if _IMREAD_RGB is not None:  # OpenCV >= 4.10 decodes to RGB directly
+            rgb = cv2.imdecode(data, _IMREAD_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+        else:
+            rgb = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+            if rgb is not None and rgb.ndim == 3 and rgb.shape[2] == 3:
+                rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB, dst=rgb)
+    except cv2.error:
+        return None
+    if rgb is None or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
+        return None
+    return rgb
+
+
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
+
+@lru_cache(maxsize=1)
+def _pil_formats() -> tuple[str, ...]:
+    """Every format PIL opens, except EPS: PIL hands EPS files to Ghostscript, a PostScript
+    interpreter, which is no place for untrusted input."""
+    from PIL import Image
+
+    Image.init()
+    return tuple(f for f in Image.ID if f in Image.OPEN and f != "EPS")
+
+
+def _pil_decode(data: np.ndarray, path: str) -> np.ndarray:
+    from PIL import Image  # only for the kinds OpenCV does not decode like PIL
+
+    try:
+        with Image.open(io.BytesIO(data), formats=_pil_formats()) as im:
+            _check_pixels(im.width, im.height, path)  # from the header, before decoding
+            rgb = im.convert("RGB")
+        view = np.asarray(rgb)  # a read-only view of PIL's bytes
+        del rgb
+        out = view.copy()
+    except SslrtError:
+        raise
+    except Image.DecompressionBombError:
+        raise SslrtError(f"image is too large: {path} is over PIL's own limit of {2 * Image.MAX_IMAGE_PIXELS / 1e6:g} "
+                         "megapixels (PIL.Image.MAX_IMAGE_PIXELS)") from None
+    except Exception as exc:  # PIL's plugins raise OSError, SyntaxError, ValueError, struct.error, ...
+        raise SslrtError(f"image is corrupt or not an image: {path} ({_first_line(exc)})") from None
+    if out.ndim != 3 or out.shape[2] != 3 or out.size == 0:
+        raise SslrtError(f"image is corrupt or not an image: {path} (decoded to shape {out.shape})")
+    # Containers (ICO, ICNS) may decode an embedded image larger than their header said; PIL's own
+    # limit bounded that decode, this keeps the result within ours.
+    _check_pixels(out.shape[1], out.shape[0], path)
+    return out
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+_INT_KINDS = "iu"
 
 
 def _as_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """An array given to the Python API -> RGB uint8 (H, W, 3). Nothing is reinterpreted silently:
+
+    layout: (H, W) grey, (H, W, 1) grey, (H, W, 3) RGB, (H, W, 4) RGBA (alpha dropped, as PIL's
+        convert('RGB') drops it); anything else, channels-first (3, H, W) included, is refused.
+    uint8: as is.  bool: False/True -> 0/255 (PIL's mode '1').
+    float: values must be in [0, 1]; quantized to 8 bits (round(x * 255)), since the paper's
+        ToTensor sees 8-bit pixels. Values outside [0, 1] (a 0..255 float image) are refused.
+    other integers (uint16, int32, int64, ...): accepted only when every value is in [0, 255],
+        taken as 8-bit values (PIL's convert of 16-bit grey clips to 255; we refuse rather than
+        clip). A 16-bit image must be scaled by the caller, e.g. (x >> 8).astype(np.uint8).
+    """
     if not isinstance(image, np.ndarray):
         raise SslrtError(f"{name}: expected a numpy array, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] not in (3, 4) or image.shape[0] == 0 or image.shape[1] == 0:
-        raise SslrtError(f"{name}: expected an RGB array (H, W, 3), got shape {image.shape}")
+        hint = " (channels first? pass (H, W, 3))" if image.ndim == 3 and image.shape[0] in (1, 3, 4) else ""
+        raise SslrtError(f"{name}: expected an RGB array (H, W, 3), got shape {image.shape}{hint}")
     image = image[:, :, :3]
-    if image.dtype != np.uint8:
+    kind = image.dtype.kind
+    if kind == "u" and image.dtype.itemsize == 1:
+        return image
+    if kind == "b":
+        return image.astype(np.uint8) * np.uint8(255)
+    if kind == "f":
         if not np.isfinite(image).all():
             raise SslrtError(f"{name}: array contains NaN or infinite values")
-        # float arrays are taken as RGB in [0, 1]; ToTensor's input is 8-bit, so quantize as PIL would.
-        if np.issubdtype(image.dtype, np.floating):
-            image = np.clip(np.rint(image * 255.0), 0, 255)
-        image = image.astype(np.uint8)
-    return image
+        lo, hi = float(image.min()), float(image.max())
+        if lo < 0.0 or hi > 1.0:
+            raise SslrtError(f"{name}: float image values must be in [0, 1]; got min {lo:g}, max {hi:g} — "
+                             "pass uint8 or divide by 255")
+        return np.rint(image.astype(np.float64) * 255.0).astype(np.uint8)  # as PIL quantizes
+    if kind in _INT_KINDS:
+        lo, hi = int(image.min()), int(image.max())
+        if lo < 0 or hi > 255:
+            raise SslrtError(f"{name}: {image.dtype} image values must be 8-bit (0..255); got min {lo}, max {hi} — "
+                             "pass uint8 (for 16-bit data, e.g. (x >> 8).astype(np.uint8)) or float in [0, 1]")
+        return image.astype(np.uint8)
+    raise SslrtError(f"{name}: unsupported image dtype {image.dtype}; pass uint8 RGB (or float in [0, 1])")
 
 
 @lru_cache(maxsize=32)

@@ -155,10 +155,15 @@ class EmbeddingCache:
 
 
 def _prepare_audio(audio) -> tuple[np.ndarray, str]:
+    """A path (its first 10 s are read), (waveform, rate), or a bare waveform at 16 kHz. The
+    waveform's dtype and layout rules are spectrogram_from_waveform's (waveform_channel0); the rate
+    is checked there too, before any resampling."""
     if isinstance(audio, (str, os.PathLike)):
         samples, sr = load_audio(audio)
         name = os.fspath(audio)
     elif isinstance(audio, tuple):
+        if len(audio) != 2:
+            raise SslrtError(f"audio: expected a (waveform, sample_rate) pair, got a tuple of {len(audio)} items")
         (samples, sr), name = audio, "audio"
     else:
         samples, sr, name = audio, 16000, "audio"
