@@ -110,9 +110,20 @@ _MEAN = np.asarray(IMAGE_MEAN, dtype=np.float32)[:, None, None]
 _STD = np.asarray(IMAGE_STD, dtype=np.float32)[:, None, None]
 
 
-def image_to_tensor(image: np.ndarray) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> normalized float32 (3, 224, 224), the model's image input."""
+def image_to_tensor(image: np.ndarray, spec=None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> normalized float32 (3, size, size), the model's image input.
+
+    `spec`: the family's ImageSpec (or its ModelSpec); None = ours'. Every family of sslrt.spec has
+    the same image transform (PEER_FACTS §3.1), so the tensor is the same for all of them.
+    """
+    if spec is not None and not hasattr(spec, "mean"):
+        spec = spec.image  # a ModelSpec
+    if spec is not None and spec.resize != "bicubic":
+        raise SslrtError(f"unsupported image resize {spec.resize!r} in the model spec")
+    size = IMAGE_SIZE if spec is None else spec.size
+    mean = _MEAN if spec is None else np.asarray(spec.mean, dtype=np.float32)[:, None, None]
+    std = _STD if spec is None else np.asarray(spec.std, dtype=np.float32)[:, None, None]
     rgb = _as_rgb_uint8(image)
-    resized = _resize_bicubic(rgb, IMAGE_SIZE, IMAGE_SIZE)
-    normalized = (resized.transpose(2, 0, 1) / np.float32(255.0) - _MEAN) / _STD
+    resized = _resize_bicubic(rgb, size, size)
+    normalized = (resized.transpose(2, 0, 1) / np.float32(255.0) - mean) / std
     return np.ascontiguousarray(normalized, dtype=np.float32)
