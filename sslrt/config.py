@@ -59,7 +59,12 @@ class ModelConfig:
 
     @property
     def heatmap_size(self) -> int:
-        return IMAGE_SIZE // 16
+        # stem 2 x maxpool 2 x the layers' strides: 16 for (1, 2, 2, 1) -> 14, 32 for the
+        # torchvision towers' (1, 2, 2, 2) -> 7
+        stride = 4
+        for s in self.strides:
+            stride *= s
+        return IMAGE_SIZE // stride
 
     def to_dict(self) -> dict:
         d = asdict(self)
