@@ -9,7 +9,11 @@ Family: recognised from the tensors (sslrt.spec `CheckpointSpec.required` / `for
 groups, after stripping DataParallel's `module.`), never from the file name; `family=` overrides.
 When several families fit, the one whose required groups strictly contain the others' wins: an
 lvs file (all three stems, no training heads) and an ssltie file (vision_fc1/conv3/norm3, no
-projections) also fit ours' looser rule (the lvs-style towers). EZ-VSL and FNAC files hold the
+projections) also fit ours' looser rule (the lvs-style towers). ours and lvs run the same network
+on the same inputs; what tells their files apart is ours' training-only heads (img_proj/aud_proj
+Linear, vision_fc1, conv3, norm3), which LVS's released DataParallel state dict lacks; the prefix
+is not used (an ours file with 'module.' keys is still ours). A file with the towers alone
+(sslrt's compact layout) is ours. EZ-VSL and FNAC files hold the
 same 244 tensors under the same top-level layout ({'model', 'optimizer', 'epoch', 'best_cIoU',
 'best_Auc'}); only the released key prefix differs by convention (FNAC's single-GPU training
 saved no 'module.'), which no file guarantees, so such a file is reported as ambiguous and the
