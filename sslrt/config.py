@@ -1,43 +1,12 @@
-"""The contract of the paper's model (../shared/PAPER_FACTS.md), as constants and one config object.
-
-Every number that the official code hard-codes lives here, once.
-"""
+"""The architecture parameters of one checkpoint (its width, blocks and strides), as the network
+and the manifest record them. Everything else the engine knows of a model family is its spec
+(sslrt/spec); the tensor names of the graphs are in sslrt/graphs.py."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-# Image transform of the released evaluation: ToTensor -> Resize((224,224), bicubic, no antialias)
-# -> Normalize.
-IMAGE_SIZE = 224
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
-
-# Audio transform: 10 s clip, keep [3.5 s, 6.5 s) at 16 kHz, scipy spectrogram, log, / 12.
-SAMPLE_RATE = 16000
-CLIP_SECONDS = 10
-CROP_START = int(16000 * 3.5)
-CROP_STOP = int(16000 * 6.5)
-NPERSEG = 512
-NOVERLAP = 353
-LOG_EPS = 1e-7
-LOG_SCALE = 12.0
-SPEC_SHAPE = (257, 299)
-
-# Global audio-visual similarity of the training objective: sim = sum(P*A)/sum(P),
-# P = sigmoid((A - EPSILON) / TAU). sslrt reports it as the pair's score.
-TAU = 0.03
-EPSILON = 0.65
-EPSILON2 = 0.4
-
-# Names of the engine's tensors, shared by the exporter, every engine and the runtime.
-INPUT_IMAGE = "image"
-INPUT_AUDIO = "audio"
-OUTPUT_HEATMAP = "heatmap"
-# The encoder graphs, exported beside the fused one so a workload that repeats an image (several
-# sounds on one picture) or a sound runs each encoder once per distinct input.
-OUTPUT_IMAGE_EMBEDDING = "image_embedding"  # (B, C, 14, 14), L2-normalised over C
-OUTPUT_AUDIO_EMBEDDING = "audio_embedding"  # (B, C), L2-normalised
-GRAPHS = ("fused", "vision", "audio")
+# The side of the model's square input; the map side is this over the towers' total stride.
+_INPUT_SIZE = 224
 
 
 @dataclass(frozen=True)
@@ -59,7 +28,12 @@ class ModelConfig:
 
     @property
     def heatmap_size(self) -> int:
-        return IMAGE_SIZE // 16
+        # stem 2 x maxpool 2 x the layers' strides: 16 for (1, 2, 2, 1) -> 14, 32 for the
+        # torchvision towers' (1, 2, 2, 2) -> 7
+        stride = 4
+        for s in self.strides:
+            stride *= s
+        return _INPUT_SIZE // stride
 
     def to_dict(self) -> dict:
         d = asdict(self)

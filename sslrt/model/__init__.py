@@ -1,5 +1,6 @@
-"""The PyTorch reference: the paper's two-tower network and its checkpoint loader (needs torch)."""
-from sslrt.model.checkpoint import load_checkpoint, read_state_dict
-from sslrt.model.network import SoundLocalizer, create_model
+"""The PyTorch reference: every family's network and the checkpoint loader (needs torch)."""
+from sslrt.model.checkpoint import CheckpointInfo, LoadedCheckpoint, load_checkpoint, load_family_checkpoint, read_state_dict
+from sslrt.model.network import ProjectedLocalizer, SoundLocalizer, build_network, config_for, create_model
 
-__all__ = ["SoundLocalizer", "create_model", "load_checkpoint", "read_state_dict"]
+__all__ = ["CheckpointInfo", "LoadedCheckpoint", "ProjectedLocalizer", "SoundLocalizer", "build_network", "config_for",
+           "create_model", "load_checkpoint", "load_family_checkpoint", "read_state_dict"]

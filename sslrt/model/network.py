@@ -1,16 +1,31 @@
-"""The paper's inference network: two ResNet-18 towers and a cosine map between them.
+"""The PyTorch reference networks: two ResNet-18 towers and a cosine map between them.
 
-Written from PAPER_FACTS.md (no torchvision): BasicBlock [2, 2, 2, 2], layer4 with stride 1, the
-vision tower on `conv1` (3 -> w), the audio tower on `conv1_a` (1 -> w). Parameter names match the
-released checkpoints so their state dicts load without renaming.
+Written from PAPER_FACTS.md / PEER_FACTS.md (no torchvision). Two graphs cover the six families:
+
+- `SoundLocalizer` ("lvs_resnet18": ours, lvs, ssltie): BasicBlock [2, 2, 2, 2], layer4 with
+  stride 1 (14x14 map), the vision tower on `conv1` (3 -> w), the audio tower on `conv1_a`
+  (1 -> w); heatmap = cosine of the L2-normalised maps.
+- `ProjectedLocalizer` ("torchvision_resnet18_proj": ezvsl, fnac with 1 head, slavc with 2):
+  torchvision's resnet18 layout (layer4 stride 2, 7x7 map; the audio tower's `conv1` takes 1
+  channel and ends in a global max-pool), a 1x1-conv image projection and a linear audio
+  projection per head (with bias); heatmap = the heads' mean cosine / tau.
+
+Parameter names match the released checkpoints so their state dicts load without renaming.
+Every network has the same interface: `encode_image` -> (B, C, h, w) unit vectors over C,
+`encode_audio` -> (B, C) unit vectors, `forward` = cosine_map(encode_image, encode_audio) *
+heatmap_scale, and `head` / `image_head` / `audio_head` (tower outputs -> heatmap / embeddings,
+the part reduced-precision engines keep in fp32).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sslrt.config import ModelConfig
+from sslrt.errors import SslrtError
 
 
 class BasicBlock(nn.Module):
@@ -33,12 +48,13 @@ class BasicBlock(nn.Module):
 
 
 class ResNetTower(nn.Module):
-    """ResNet-18 trunk without pooling/fc. `in_channels` picks the stem: 3 -> `conv1`, 1 -> `conv1_a`."""
+    """ResNet-18 trunk without pooling/fc. `in_channels` picks the lvs-style stem: 3 -> `conv1`,
+    1 -> `conv1_a`; `stem` names it explicitly (torchvision's audio tower: 1 channel on `conv1`)."""
 
-    def __init__(self, cfg: ModelConfig, in_channels: int):
+    def __init__(self, cfg: ModelConfig, in_channels: int, stem: str | None = None):
         super().__init__()
         w = cfg.width
-        self.stem_name = "conv1" if in_channels == 3 else "conv1_a"
+        self.stem_name = stem or ("conv1" if in_channels == 3 else "conv1_a")
         setattr(self, self.stem_name, nn.Conv2d(in_channels, w, 7, 2, 3, bias=False))
         self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
@@ -91,6 +107,16 @@ class SoundLocalizer(nn.Module):
         b, c, h, w = v.shape
         return torch.bmm(a.unsqueeze(1), v.reshape(b, c, h * w)).reshape(b, 1, h, w)
 
+    heatmap_scale = 1.0  # the heatmap is the cosine itself
+
+    def image_head(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Vision tower output -> image embedding."""
+        return F.normalize(image_features, dim=1)
+
+    def audio_head(self, audio_features: torch.Tensor) -> torch.Tensor:
+        """Audio tower output -> audio embedding."""
+        return F.normalize(F.adaptive_max_pool2d(audio_features, 1).flatten(1), dim=1)
+
     def head(self, image_features: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
         """Tower outputs -> heatmap: the L2 norms and the cosine map (what reduced-precision
         engines keep in fp32; see sslrt/export/onnx.py FP16_TOWERS)."""
@@ -102,10 +128,72 @@ class SoundLocalizer(nn.Module):
         return self.cosine_map(self.encode_image(image), self.encode_audio(audio))
 
 
-class VisionEncoder(nn.Module):
-    """image -> image_embedding: the vision half of a SoundLocalizer, as its own exportable graph."""
+TORCHVISION_STRIDES = (1, 2, 2, 2)  # torchvision resnet18: layer4 stride 2, 224 -> 7x7
 
-    def __init__(self, model: SoundLocalizer):
+
+class ProjectedLocalizer(nn.Module):
+    """EZ-VSL / FNAC (heads=1) and SLAVC (heads=2) at inference (PEER_FACTS §6-8, SA:model.py).
+
+    image (B,3,224,224), spectrogram (B,1,257,200) -> heatmap (B,1,7,7) = mean over heads k of
+    cos(img_proj_k(imgnet(image)), aud_proj_k(maxpool(audnet(spec)))) / tau, tau = 0.03: EZ-VSL's
+    and FNAC's `Savl`, SLAVC's `(Savl1 + Savl2) / 2`. Dropouts (p=0 at test) and SLAVC's momentum
+    encoders (training-only) are not part of it.
+
+    The embeddings, for the split (encoder-graph) path: each head's unit vectors, concatenated over
+    the channels and scaled by 1/sqrt(heads). They stay unit vectors, and their dot product is
+    sum_k (v_k . a_k) / heads, the heads' mean cosine, so cosine_map(encode_image, encode_audio) *
+    heatmap_scale is the fused heatmap (for one head, exactly EZ-VSL's v.a / tau).
+    """
+
+    def __init__(self, cfg: ModelConfig = ModelConfig(strides=TORCHVISION_STRIDES), heads: int = 1,
+                 heatmap_scale: float = 1.0 / 0.03):
+        super().__init__()
+        if heads < 1:
+            raise SslrtError(f"a projected localizer needs at least one head, got {heads}")
+        self.cfg = cfg
+        self.heads = heads
+        self.heatmap_scale = heatmap_scale
+        self.tau = 1.0 / heatmap_scale  # the official code divides by tau (SA:model.py:55)
+        self.imgnet = ResNetTower(cfg, 3, stem="conv1")
+        self.audnet = ResNetTower(cfg, 1, stem="conv1")
+        dim = cfg.embed_dim
+        # Released names: img_proj / aud_proj for one head, img_proj1, img_proj2, ... for several.
+        self.head_names = [""] if heads == 1 else [str(k) for k in range(1, heads + 1)]
+        for k in self.head_names:
+            setattr(self, f"img_proj{k}", nn.Conv2d(dim, dim, kernel_size=1))
+            setattr(self, f"aud_proj{k}", nn.Linear(dim, dim))
+
+    def _join(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        if self.heads == 1:
+            return parts[0]
+        return torch.cat(parts, dim=1) * (1.0 / math.sqrt(self.heads))
+
+    def image_head(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self._join([F.normalize(getattr(self, f"img_proj{k}")(image_features), dim=1) for k in self.head_names])
+
+    def audio_head(self, audio_features: torch.Tensor) -> torch.Tensor:
+        pooled = F.adaptive_max_pool2d(audio_features, 1).flatten(1)  # torchvision audnet's avgpool = AdaptiveMaxPool2d
+        return self._join([F.normalize(getattr(self, f"aud_proj{k}")(pooled), dim=1) for k in self.head_names])
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        return self.image_head(self.imgnet(image))
+
+    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.audio_head(self.audnet(audio))
+
+    cosine_map = staticmethod(SoundLocalizer.cosine_map)
+
+    def head(self, image_features: torch.Tensor, audio_features: torch.Tensor) -> torch.Tensor:
+        return self.cosine_map(self.image_head(image_features), self.audio_head(audio_features)) / self.tau
+
+    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        return self.cosine_map(self.encode_image(image), self.encode_audio(audio)) / self.tau
+
+
+class VisionEncoder(nn.Module):
+    """image -> image_embedding: the vision half of a network, as its own exportable graph."""
+
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
@@ -114,9 +202,9 @@ class VisionEncoder(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """audio -> audio_embedding: the audio half of a SoundLocalizer."""
+    """audio -> audio_embedding: the audio half of a network."""
 
-    def __init__(self, model: SoundLocalizer):
+    def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
@@ -124,8 +212,10 @@ class AudioEncoder(nn.Module):
         return self.model.encode_audio(audio)
 
 
-def graph_module(model: SoundLocalizer, graph: str) -> nn.Module:
-    """The module computing one of config.GRAPHS, in eval mode.
+def graph_module(model: nn.Module, graph: str) -> nn.Module:
+    """The module computing one of sslrt.graphs.GRAPHS, in eval mode, for any family's network: the
+    fused heatmap equals cosine_map(vision output, audio output) * model.heatmap_scale
+    (sslrt.graphs.cosine_map).
 
     A wrapper must be in eval mode itself: torch.onnx.export restores the wrapper's training flag
     after exporting, recursively, which would switch the shared model to batch statistics.
@@ -133,9 +223,35 @@ def graph_module(model: SoundLocalizer, graph: str) -> nn.Module:
     return {"fused": model, "vision": VisionEncoder(model), "audio": AudioEncoder(model)}[graph].eval()
 
 
-def create_model(cfg: ModelConfig = ModelConfig(), state_dict: dict | None = None) -> SoundLocalizer:
-    """Build the network in eval mode; load `state_dict` (already normalised by checkpoint.py)."""
-    model = SoundLocalizer(cfg)
+ARCHITECTURES = ("lvs_resnet18", "torchvision_resnet18_proj")
+
+
+def config_for(spec, width: int = 64) -> ModelConfig:
+    """The ModelConfig of a family's network at `width` (64 = the released models)."""
+    if spec.architecture == "torchvision_resnet18_proj":
+        return ModelConfig(width=width, strides=TORCHVISION_STRIDES)
+    if spec.architecture == "lvs_resnet18":
+        return ModelConfig(width=width)
+    raise SslrtError(f"model family {spec.name!r} needs network {spec.architecture!r}, which sslrt does not have "
+                     f"(known: {', '.join(ARCHITECTURES)})")
+
+
+def build_network(spec, cfg: ModelConfig | None = None) -> nn.Module:
+    """The untrained reference network of a family (`spec.architecture`), in eval mode; `cfg`
+    None = full width. Its heatmap is in the family's units (cosine * spec.heatmap_scale)."""
+    cfg = config_for(spec) if cfg is None else cfg
+    config_for(spec)  # refuses an unknown architecture
+    if spec.architecture == "lvs_resnet18":
+        if spec.heatmap_scale != 1.0:
+            raise SslrtError(f"{spec.name}: the lvs-style network has no temperature (heatmap_scale must be 1)")
+        return SoundLocalizer(cfg).eval()
+    return ProjectedLocalizer(cfg, heads=spec.heads, heatmap_scale=spec.heatmap_scale).eval()
+
+
+def create_model(cfg: ModelConfig = ModelConfig(), state_dict: dict | None = None, spec=None) -> nn.Module:
+    """Build the network in eval mode (`spec` None: the paper's); load `state_dict` (already
+    normalised by checkpoint.py)."""
+    model = SoundLocalizer(cfg) if spec is None else build_network(spec, cfg)
     if state_dict is not None:
         model.load_state_dict(state_dict, strict=True)
     return model.eval()

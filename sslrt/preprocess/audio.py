@@ -1,13 +1,22 @@
-"""Audio file -> (1, 257, 299) float32 log spectrogram, as the paper's evaluation computes it.
+"""Audio file -> the model's audio input, for every family, as its official evaluation computes it.
 
-Official: soundfile.read (float64) -> channel 0 -> tile to 10 s -> keep 10 s -> keep samples
-[56000, 104000) -> clip to [-1, 1] -> scipy.signal.spectrogram(nperseg=512, noverlap=353) ->
-log(S + 1e-7) / 12. The official code assumes 16 kHz; other rates are resampled to 16 kHz first
-so that the crop and the frequency axis mean what the model was trained on.
+A family's `AudioSpec` (sslrt/spec) says how: which reader turns the file into floats, how
+channels become one, which part of the clip the model hears, which spectrogram, which log.
+With no spec, the paper's own front end (ours):
 
-Files are read only as far as the transform looks (the first 10 s, see read_audio_head): a
-1-hour file costs what a 10 s one does. Rates outside MIN_SAMPLE_RATE..MAX_SAMPLE_RATE and
-truncated files are refused with one line; arrays follow the rules of waveform_channel0.
+  soundfile.read (float64) -> channel 0 -> tile to 10 s -> keep 10 s -> keep samples
+  [56000, 104000) -> clip to [-1, 1] -> scipy.signal.spectrogram(nperseg=512, noverlap=353) ->
+  log(S + 1e-7) / 12 -> (1, 257, 299) float32.
+
+The official code assumes 16 kHz; other rates are resampled to 16 kHz first so that the crop,
+the roll and the frequency axis mean what the model was trained on (scipy's resample_poly,
+imported only then). Silent audio is valid input (SilentAudioWarning). numpy only: no torch,
+no scipy at 16 kHz; soundfile and PyAV are imported when a file is read.
+
+Files are read only as far as the transform looks (the libsndfile families: the first clip
+seconds, see read_audio_head): a 1-hour file costs what a 10 s one does. Rates outside
+MIN_SAMPLE_RATE..MAX_SAMPLE_RATE and truncated files are refused with one line; arrays follow the
+rules of waveform_frames.
 """
 from __future__ import annotations
 
@@ -15,22 +24,15 @@ import math
 import os
 import struct
 import warnings
-from math import gcd
+from typing import NamedTuple
 
 import numpy as np
-from scipy import signal
 
-from sslrt.config import (
-    CLIP_SECONDS,
-    CROP_START,
-    CROP_STOP,
-    LOG_EPS,
-    LOG_SCALE,
-    NOVERLAP,
-    NPERSEG,
-    SAMPLE_RATE,
-)
 from sslrt.errors import AudioInputWarning, SslrtError
+from sslrt.preprocess.spectrogram import linear_spectrogram, mel_spectrogram_db, resample
+from sslrt.spec.base import AudioSpec
+
+_OURS_AUDIO = AudioSpec()  # the dataclass defaults are the paper's front end (sslrt/spec/ours.py)
 
 
 class SilentAudioWarning(AudioInputWarning):
@@ -100,8 +102,72 @@ def _wav_truncation(path: str) -> str | None:
     return None
 
 
-def read_audio_head(path: str | os.PathLike, seconds: float) -> tuple[np.ndarray, int]:
-    """Channel 0 of the first `seconds` (plus a resampling margin) of an audio file, as float64.
+class AudioClip(NamedTuple):
+    """A decoded file: samples (1-D, or (N, C) where the reader keeps channels), their rate, and
+    the duration in seconds the container declares (None: take len / rate)."""
+
+    samples: np.ndarray
+    sample_rate: int
+    duration: float | None = None
+
+
+def _audio_spec(spec) -> AudioSpec:
+    """None -> ours' AudioSpec; a ModelSpec -> its audio part."""
+    if spec is None:
+        return _OURS_AUDIO
+    return spec if isinstance(spec, AudioSpec) else spec.audio
+
+
+def _check_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise SslrtError(f"audio not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise SslrtError(f"audio is empty: {path}")
+
+
+def _audio_spec(spec) -> AudioSpec:
+    """None -> ours' AudioSpec; a ModelSpec -> its audio part."""
+    if spec is None:
+        return _OURS_AUDIO
+    return spec if isinstance(spec, AudioSpec) else spec.audio
+
+
+def _check_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise SslrtError(f"audio not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise SslrtError(f"audio is empty: {path}")
+
+
+def _keep(block: np.ndarray, all_channels: bool) -> np.ndarray:
+    return block.copy() if all_channels else block[:, 0].copy()
+
+
+def read_audio(path: str | os.PathLike, audio_spec: AudioSpec | None = None) -> AudioClip:
+    """Read an audio file the way the family's official reader does, channels made one.
+
+    "soundfile" (ours, lvs): libsndfile float64 (wav, flac, ogg, mp3), channel 0.
+    "torchaudio" (ssltie): libsndfile float32, which equals torchaudio.load's (PCM_16 / 32768).
+    "pyav" (ezvsl, slavc, fnac): PyAV decode, FFmpeg resampled to s16 mono at the file's rate,
+    / 32767, with the container's duration (what their centring uses).
+    The libsndfile readers read only the clip the transform uses (read_audio_head).
+    """
+    spec = _audio_spec(audio_spec)
+    path = os.fspath(path)
+    _check_file(path)
+    if spec.reader == "pyav":
+        return _read_pyav(path)
+    if spec.reader not in ("soundfile", "torchaudio"):
+        raise SslrtError(f"unknown audio reader {spec.reader!r} in the model spec")
+    dtype = "float32" if spec.reader == "torchaudio" else "float64"
+    samples, sr = read_audio_head(path, spec.clip_seconds, dtype=dtype, all_channels=spec.channels != "first")
+    return AudioClip(_to_mono(samples, spec), int(sr), None)
+
+
+def read_audio_head(path: str | os.PathLike, seconds: float, dtype: str = "float64",
+                    all_channels: bool = False) -> tuple[np.ndarray, int]:
+    """Channel 0 (or, with `all_channels`, every channel as (N, C)) of the first `seconds` (plus a
+    resampling margin) of an audio file, as `dtype`.
 
     Returns (samples, sample_rate); the samples are those a full soundfile.read gives, so the
     spectrogram is the one of a full read while the cost is bounded by `seconds`, not by the file.
@@ -110,10 +176,7 @@ def read_audio_head(path: str | os.PathLike, seconds: float) -> tuple[np.ndarray
     file holds, or any format but MPEG that yields fewer frames than its header announced).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise SslrtError(f"audio not found: {path}")
-    if os.path.getsize(path) == 0:
-        raise SslrtError(f"audio is empty: {path}")
+    _check_file(path)
     import soundfile as sf  # here, not at import: the generated-input (parity, GPU test) path needs no libsndfile
 
     try:
@@ -132,16 +195,16 @@ def read_audio_head(path: str | os.PathLike, seconds: float) -> tuple[np.ndarray
         channels = max(1, f.channels)
         try:
             if want * channels <= _SINGLE_READ_SAMPLES:
-                samples = f.read(want, dtype="float64", always_2d=True)[:, 0].copy()
+                samples = _keep(f.read(want, dtype=dtype, always_2d=True), all_channels)
             else:
                 block, parts, got = max(1, _SINGLE_READ_SAMPLES // channels), [], 0
                 while got < want:
-                    part = f.read(min(block, want - got), dtype="float64", always_2d=True)
+                    part = f.read(min(block, want - got), dtype=dtype, always_2d=True)
                     if part.shape[0] == 0:
                         break
-                    parts.append(part[:, 0].copy())
+                    parts.append(_keep(part, all_channels))
                     got += part.shape[0]
-                samples = np.concatenate(parts) if parts else np.zeros(0)
+                samples = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
         except Exception as exc:
             raise SslrtError(f"audio is corrupt or in an unsupported format: {path} ({_first_line(exc)})") from None
         container = f.format
@@ -152,9 +215,9 @@ def read_audio_head(path: str | os.PathLike, seconds: float) -> tuple[np.ndarray
     return samples, sr
 
 
-def waveform_channel0(samples, name: str = "audio") -> np.ndarray:
-    """A waveform given to the Python API -> channel 0 as 1-D float64. Nothing is reinterpreted
-    silently:
+def waveform_frames(samples, name: str = "audio") -> np.ndarray:
+    """A waveform given to the Python API -> float64, (N,) or frames-first (N, C). Nothing is
+    reinterpreted silently:
 
     dtype: float as is; int16 / 32768, int32 / 2**31, int8 / 128 and uint8 (x - 128) / 128, as
         soundfile reads PCM files of those widths; other dtypes (int64, bool, ...) are refused.
@@ -176,13 +239,11 @@ def waveform_channel0(samples, name: str = "audio") -> np.ndarray:
     if samples.ndim == 2:
         a, b = samples.shape
         if a <= 8 < b:
-            samples = samples[0]
-        elif b <= 8 < a:
-            samples = samples[:, 0]
-        else:
+            samples = samples.T
+        elif not b <= 8 < a:
             raise SslrtError(f"{name}: ambiguous waveform shape {samples.shape}: pass (frames, channels) or "
                              "(channels, frames) with at most 8 channels and more than 8 frames")
-    if samples.ndim != 1 or samples.size == 0:
+    if samples.ndim not in (1, 2) or samples.size == 0:
         raise SslrtError(f"{name}: expected a non-empty 1-D waveform, got shape {samples.shape}")
     out = samples.astype(np.float64)
     if offset:
@@ -192,14 +253,51 @@ def waveform_channel0(samples, name: str = "audio") -> np.ndarray:
     return out
 
 
-def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read an audio file (any format libsndfile reads: wav, flac, ogg, mp3) as float64.
+def waveform_channel0(samples, name: str = "audio") -> np.ndarray:
+    """waveform_frames, then channel 0 (the paper's rule), as 1-D float64."""
+    frames = waveform_frames(samples, name)
+    return frames[:, 0] if frames.ndim == 2 else frames
 
-    Returns (samples, sample_rate); samples is 1-D (channel 0 of a multi-channel file, as the
-    official code keeps) and holds the first CLIP_SECONDS (plus a margin): all the transform uses
-    (it tiles a shorter clip and drops the rest), read without decoding the rest of the file.
-    """
-    return read_audio_head(path, CLIP_SECONDS)
+
+def _read_pyav(path: str) -> AudioClip:
+    """SA:audio_io.py load_audio_av over the whole file: every frame through
+    AudioResampler(format='s16p', layout='mono', rate=<file rate>) (no rate change; FFmpeg's own
+    downmix of several channels, rounded to int16), then / iinfo(int16).max = 32767."""
+    try:
+        import av
+    except ImportError:  # a core dependency; say so rather than fail deep inside
+        raise SslrtError("this model family reads audio with PyAV: pip install av") from None
+    try:
+        container = av.open(path)
+    except Exception as exc:
+        raise SslrtError(f"audio is corrupt or in an unsupported format: {path} ({_first_line(exc)})") from None
+    with container:
+        if not container.streams.audio:
+            raise SslrtError(f"file has no audio stream: {path}")
+        stream = container.streams.audio[0]
+        rate = check_sample_rate(int(stream.rate or 0), f"audio {path}")
+        duration = float(stream.duration * stream.time_base) if stream.duration is not None else None
+        resampler = av.AudioResampler(format="s16p", layout="mono", rate=rate)
+        chunks = []
+        try:
+            for frame in container.decode(audio=0):
+                frame.pts = None
+                chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
+            chunks.extend(out.to_ndarray() for out in resampler.resample(None))  # flush (empty at an unchanged rate)
+        except Exception as exc:  # av.error.* on damaged streams
+            raise SslrtError(f"audio is corrupt: {path} ({_first_line(exc)})") from None
+    if not chunks or sum(c.shape[-1] for c in chunks) == 0:
+        raise SslrtError(f"audio has no samples: {path}")
+    samples = np.concatenate(chunks, axis=1)[0] / np.iinfo(np.int16).max
+    return AudioClip(samples, rate, duration)
+
+
+def load_audio(path: str | os.PathLike, audio_spec: AudioSpec | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file as the family's reader does (None: ours'); returns (samples, sample_rate),
+    samples 1-D (channel 0 for ours and lvs, as the official code keeps) holding what the
+    transform uses (for ours, the first 10 s plus a resampling margin)."""
+    clip = read_audio(path, audio_spec)
+    return clip.samples, clip.sample_rate
 
 
 def _first_line(exc: Exception) -> str:
@@ -207,37 +305,116 @@ def _first_line(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def _to_mono(samples: np.ndarray, spec: AudioSpec) -> np.ndarray:
+    """(N,) or (N, C) -> (N,). "first": channel 0; "mean": the channels' average (for float arrays
+    the equivalent of FFmpeg's stereo downmix, (L + R) / 2, without its int16 rounding)."""
+    if samples.ndim != 2:
+        return samples
+    if spec.channels == "first":
+        return samples[:, 0]
+    if spec.channels == "mean":
+        return samples.mean(axis=1, dtype=np.float64).astype(samples.dtype, copy=False)
+    raise SslrtError(f"unknown channel rule {spec.channels!r} in the model spec")
+
+
 def resample_to_16k(samples: np.ndarray, sr: int) -> np.ndarray:
     """Polyphase resampling to 16 kHz (identity at 16 kHz)."""
-    if sr == SAMPLE_RATE:
+    if sr == 16000:
         return samples
-    check_sample_rate(sr)
-    g = gcd(SAMPLE_RATE, sr)
-    return signal.resample_poly(samples, SAMPLE_RATE // g, sr // g)
+    return resample(samples, check_sample_rate(sr), 16000)
 
 
-def spectrogram_from_waveform(samples: np.ndarray, sr: int = SAMPLE_RATE, name: str = "audio") -> np.ndarray:
-    """1-D waveform at any rate -> (1, 257, 299) float32, the model's audio input."""
-    samples = waveform_channel0(samples, name)  # dtype and layout rules: see there
+def _tile(x: np.ndarray, length: int) -> np.ndarray:
+    """The official "repeat if too short, then keep `length`": tile int(length / n) + 1 times."""
+    if x.shape[0] < length:
+        x = np.tile(x, int(length / x.shape[0]) + 1)
+    return x[:length]
+
+
+def spectrogram_from_waveform(samples: np.ndarray, sr: int = 16000, audio_spec: AudioSpec | None = None,
+                              name: str = "audio", duration: float | None = None) -> np.ndarray:
+    """Waveform at any rate -> the family's audio input, float32 `audio_spec.shape` (None: ours',
+    (1, 257, 299)). `samples` is 1-D or (N, C); `duration` is the container's duration in seconds
+    where the file declares one (the PyAV families centre on it), else len(samples) / sr."""
+    spec = _audio_spec(audio_spec)
+    x = waveform_frames(samples, name)  # dtype and layout rules: see there
     sr = check_sample_rate(sr, name)  # before resampling: its cost grows with the rate ratio
-    if not np.isfinite(samples).all():
+    if spec.reader == "torchaudio":
+        x = x.astype(np.float32, copy=False)  # torchaudio hands the transform float32
+    else:
+        x = x.astype(np.float64, copy=False)
+    if x.ndim == 2:
+        x = _to_mono(x, spec)
+    if x.ndim != 1 or x.size == 0:
+        raise SslrtError(f"{name}: expected a non-empty 1-D waveform, got shape {np.shape(samples)}")
+    if not np.isfinite(x).all():
         raise SslrtError(f"{name}: audio contains NaN or infinite samples")
-    samples = resample_to_16k(samples, sr)
-    sr = SAMPLE_RATE
-    if not samples.any():
+    duration = x.shape[0] / sr if duration is None else float(duration)
+    x = resample(x, sr, spec.sample_rate)
+    sr = spec.sample_rate
+    if not x.any():
         warnings.warn(f"{name}: audio is silent (all zeros); the heatmap reflects the image only",
                       SilentAudioWarning, stacklevel=2)
-    clip = sr * CLIP_SECONDS
-    if samples.shape[0] < clip:
-        samples = np.tile(samples, int(clip / samples.shape[0]) + 1)
-    samples = samples[:clip][CROP_START:CROP_STOP]
-    samples = np.clip(samples, -1.0, 1.0)
-    _, _, spec = signal.spectrogram(samples, sr, nperseg=NPERSEG, noverlap=NOVERLAP)
-    spec = np.log(spec + LOG_EPS) / LOG_SCALE
-    return spec[None].astype(np.float32)
+    x = _segment(x, sr, spec, duration, name)
+    if spec.spectrogram == "linear":
+        spectrum = linear_spectrogram(x, sr, nperseg=spec.n_fft, noverlap=spec.noverlap)
+    elif spec.spectrogram == "mel":
+        spectrum = mel_spectrogram_db(x, sr, n_fft=spec.n_fft, hop=spec.hop, n_mels=spec.n_mels, amin=spec.log_eps)
+    else:
+        raise SslrtError(f"unknown spectrogram {spec.spectrogram!r} in the model spec")
+    if spec.log == "log":
+        spectrum = np.log(spectrum + spec.log_eps)
+    elif spec.log != "db":  # mel_spectrogram_db is already in dB
+        raise SslrtError(f"unknown log {spec.log!r} in the model spec")
+    if spec.frames is not None:  # torchvision CenterCrop((bins, frames)): left = int(round((n - frames) / 2))
+        n = spectrum.shape[1]
+        if n < spec.frames:
+            raise SslrtError(f"{name}: {n} spectrogram frames, fewer than the {spec.frames} the model takes")
+        left = int(round((n - spec.frames) / 2.0))
+        spectrum = spectrum[:, left:left + spec.frames]
+    if spec.log_scale != 1.0:
+        spectrum = spectrum / spec.log_scale
+    out = spectrum[None].astype(np.float32)
+    if out.shape != tuple(spec.shape):
+        raise SslrtError(f"{name}: the front end gave {list(out.shape)}, the model takes {list(spec.shape)}")
+    return out
 
 
-def audio_to_spectrogram(path: str | os.PathLike) -> np.ndarray:
-    """Audio file -> (1, 257, 299) float32."""
-    samples, sr = load_audio(path)
-    return spectrogram_from_waveform(samples, sr, name=os.fspath(path))
+def _segment(x: np.ndarray, sr: int, spec: AudioSpec, duration: float, name: str) -> np.ndarray:
+    """The part of the clip the family's model hears (see AudioSpec.segment)."""
+    clip = int(sr * spec.clip_seconds)
+    if spec.segment == "crop":  # ours, lvs (SA:datasets_lvs.py:278-285)
+        x = _tile(x, clip)[spec.crop[0]:spec.crop[1]]
+    elif spec.segment == "head":  # ssltie (SA:datasets_ssltie.py:432-440)
+        x = _tile(x, clip)
+    elif spec.segment == "centre_roll":  # ezvsl, slavc (SA:datasets.py:37-55)
+        # The read: int(min(clip, duration) * sr) samples from 0; clip; tile; roll so that the
+        # file's centre (int(duration / 2 * sr)) moves to the clip's centre.
+        x = np.clip(x[:int(min(spec.clip_seconds, duration) * sr)], -1.0, 1.0) if spec.clip_samples else x
+        x = np.roll(_tile(_nonempty(x, name), clip), int(sr * spec.clip_seconds / 2) - int(duration / 2 * sr))
+        return x
+    elif spec.segment == "centre_window":  # fnac (SA:datasets.py:17-31)
+        # PyAV read of segment_seconds from max(duration/2 - segment/2, 0); its first sample is
+        # int(start * sr) for files whose frames start on whole samples (PEER_FACTS §8).
+        start = max(duration / 2 - spec.segment_seconds / 2, 0)
+        length = min(spec.segment_seconds, duration - start)
+        first = int(start * sr)
+        x = x[first:first + int(length * sr)]
+        x = np.clip(x, -1.0, 1.0) if spec.clip_samples else x
+        return _tile(_nonempty(x, name), int(sr * spec.segment_seconds))
+    else:
+        raise SslrtError(f"unknown audio segment {spec.segment!r} in the model spec")
+    return np.clip(x, -1.0, 1.0) if spec.clip_samples else x
+
+
+def _nonempty(x: np.ndarray, name: str) -> np.ndarray:
+    if x.size == 0:
+        raise SslrtError(f"{name}: no samples in the part of the clip the model hears")
+    return x
+
+
+def audio_to_spectrogram(path: str | os.PathLike, audio_spec: AudioSpec | None = None) -> np.ndarray:
+    """Audio file -> the family's audio input (None: ours', (1, 257, 299) float32)."""
+    clip = read_audio(path, audio_spec)
+    return spectrogram_from_waveform(clip.samples, clip.sample_rate, audio_spec, name=os.fspath(path),
+                                     duration=clip.duration)

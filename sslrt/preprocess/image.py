@@ -31,7 +31,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from sslrt.config import IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD
+from sslrt.spec.base import ImageSpec
 from sslrt.errors import SslrtError
 
 _CUBIC_A = -0.75  # torch's bicubic coefficient
@@ -404,13 +404,25 @@ def _resize_bicubic(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return out
 
 
-_MEAN = np.asarray(IMAGE_MEAN, dtype=np.float32)[:, None, None]
-_STD = np.asarray(IMAGE_STD, dtype=np.float32)[:, None, None]
+_OURS_IMAGE = ImageSpec()  # the dataclass defaults are the paper's transform (sslrt/spec/ours.py)
 
 
-def image_to_tensor(image: np.ndarray) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> normalized float32 (3, 224, 224), the model's image input."""
+def image_to_tensor(image: np.ndarray, spec=None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> normalized float32 (3, size, size), the model's image input.
+
+    `spec`: the family's ImageSpec (or its ModelSpec); None = ours'. Every family of sslrt.spec has
+    the same image transform (PEER_FACTS §3.1), so the tensor is the same for all of them.
+    """
+    if spec is None:
+        spec = _OURS_IMAGE
+    elif not isinstance(spec, ImageSpec):
+        spec = spec.image  # a ModelSpec
+    if spec.resize != "bicubic":
+        raise SslrtError(f"unsupported image resize {spec.resize!r} in the model spec")
+    size = spec.size
+    mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
     rgb = _as_rgb_uint8(image)
-    resized = _resize_bicubic(rgb, IMAGE_SIZE, IMAGE_SIZE)
-    normalized = (resized.transpose(2, 0, 1) / np.float32(255.0) - _MEAN) / _STD
+    resized = _resize_bicubic(rgb, size, size)
+    normalized = (resized.transpose(2, 0, 1) / np.float32(255.0) - mean) / std
     return np.ascontiguousarray(normalized, dtype=np.float32)

@@ -19,6 +19,11 @@ from sslrt.spec.base import AudioSpec, CheckpointSpec, ImageSpec, ModelSpec
 # family name -> module defining SPEC; imported on first use.
 _FAMILY_MODULES = {
     "ours": "sslrt.spec.ours",
+    "lvs": "sslrt.spec.lvs",
+    "ezvsl": "sslrt.spec.ezvsl",
+    "slavc": "sslrt.spec.slavc",
+    "fnac": "sslrt.spec.fnac",
+    "ssltie": "sslrt.spec.ssltie",
 }
 _LOADED: dict[str, ModelSpec] = {}
 

@@ -7,6 +7,13 @@ from dataclasses import dataclass, field
 
 from sslrt.errors import SslrtError
 
+# The non-tensor objects the peers' released files pickle: numpy.float64 metric scalars
+# (np.mean / sklearn auc results), which unpickle through numpy's scalar constructor and a dtype
+# (an instance of numpy.dtypes.Float64DType under numpy >= 1.25). numpy 1.x files name the
+# constructor numpy.core.*, numpy 2.x files numpy._core.*.
+NUMPY_SCALARS = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype",
+                 "numpy.dtypes.Float64DType")
+
 
 @dataclass(frozen=True)
 class ImageSpec:
@@ -28,19 +35,33 @@ class AudioSpec:
     """
 
     sample_rate: int = 16000
-    # How samples become floats and channels become one: "soundfile" = float / 32768, channel 0;
-    # "pyav" = FFmpeg's s16 mono downmix / 32767 (the PyAV readers of EZ-VSL/SLAVC/FNAC).
+    # How samples become floats: "soundfile" = libsndfile float (PCM_16 / 32768); "pyav" = PyAV
+    # decode resampled by FFmpeg to s16 mono at the file's rate, / 32767 (EZ-VSL/SLAVC/FNAC);
+    # "torchaudio" = float32 (PCM_16 / 32768), as torchaudio.load gives it (SSL-TIE).
     reader: str = "soundfile"
+    # How channels become one: "first" (channel 0), "mean" (average of the channels; for "pyav"
+    # files FFmpeg's own mono downmix, of which the mean is the float-array equivalent).
+    channels: str = "first"
     clip_seconds: float = 10.0  # short clips are tiled to this length, longer ones cut to it
-    # "crop": samples [crop[0], crop[1]) of the clip; others are defined by the families using them.
+    # Which part of the clip the model hears:
+    #   "crop":          samples [crop[0], crop[1]) of the tiled clip_seconds (ours, lvs)
+    #   "centre_roll":   clip_seconds tiled, rolled so the file's centre sits at the clip's centre,
+    #                    spectrogram, then `frames` centre frames (ezvsl, slavc)
+    #   "centre_window": segment_seconds read from max(duration/2 - segment_seconds/2, 0), tiled (fnac)
+    #   "head":          the first clip_seconds, tiled (ssltie)
     segment: str = "crop"
     crop: tuple[int, int] | None = (56000, 104000)
     segment_seconds: float = 3.0  # the length of audio the model hears (used by video windows)
-    spectrogram: str = "linear"  # "linear": scipy.signal.spectrogram (Tukey 0.25, detrend, density)
+    clip_samples: bool = True  # clip the waveform to [-1, 1] (every official reader but SSL-TIE's)
+    # "linear": scipy.signal.spectrogram (Tukey 0.25, detrend, density), see preprocess/spectrogram.py;
+    # "mel": torchaudio MelSpectrogram (periodic Hann, centred reflect pad, power 2, HTK mel, no norm,
+    # normalized=True) -- sslrt computes both in numpy.
+    spectrogram: str = "linear"
     n_fft: int = 512
     hop: int = 159  # nperseg - noverlap
     n_mels: int | None = None
-    log: str = "log"  # "log": log(S + log_eps) / log_scale
+    # "log": log(S + log_eps) / log_scale; "db": 10 * log10(max(S, log_eps)) / log_scale.
+    log: str = "log"
     log_eps: float = 1e-7
     log_scale: float = 12.0
     frames: int | None = None  # centre-crop the time axis to this many frames
@@ -59,7 +80,9 @@ class CheckpointSpec:
     default_prefix: str = ""  # what the released files carry ("module." for DataParallel/DDP)
     # Key groups (prefixes after stripping "module.") whose presence identifies the family ...
     required: tuple[str, ...] = ()
-    # ... and groups whose presence rules it out.
+    # ... and groups whose presence rules it out. When several families fit a file, the one whose
+    # `required` strictly contains the others' wins (lvs and ssltie files also fit ours' looser
+    # rule); families with the same `required` (ezvsl, fnac) stay ambiguous: see model/checkpoint.py.
     forbidden: tuple[str, ...] = ()
     # Tensors present in released files that inference never reads (training-only heads, unused
     # stems, momentum encoders): accepted, ignored, listed in the manifest.
@@ -67,6 +90,9 @@ class CheckpointSpec:
     # Non-tensor types the released files pickle (numpy metric scalars), allowed by name in
     # torch.load(weights_only=True); nothing else is unpickled.
     allowed_globals: tuple[str, ...] = ()
+    # Whether the official loader is strict: a tensor that is neither used nor `ignored` is then
+    # refused (strict) or ignored and listed (not strict: ours' strict=False load).
+    strict: bool = True
 
 
 @dataclass(frozen=True)

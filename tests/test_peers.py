@@ -1,0 +1,359 @@
+"""The five peer families (and ours) against golden_peers.json, the outputs of the OFFICIAL code
+(SSLalignment's test.py with its model classes and datasets) on ../shared/samples, from
+checkpoints rebuilt by ../shared/golden/peers/make_peer_checkpoint.py."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import GOLDEN, SAMPLES, SHARED
+from sslrt.errors import SslrtError
+from sslrt.preprocess import audio_to_spectrogram, image_to_tensor, load_image, spectrogram_from_waveform
+from sslrt.spec import ModelSpec, families, get_spec
+
+PEERS = GOLDEN / "peers"
+needs_peers = pytest.mark.skipif(not (PEERS / "golden_peers.json").is_file(), reason=f"golden peers not found under {PEERS}")
+pytestmark = needs_peers
+
+FAMILIES = ("ours", "lvs", "ezvsl", "slavc", "fnac", "ssltie")
+# The file is what it is whatever its prefix; "other" is the variant the family did not release.
+OTHER_PREFIX = {"": "module", "module.": "none"}
+
+
+@pytest.fixture(scope="session")
+def golden_peers():
+    return json.loads((PEERS / "golden_peers.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def peer_maker():
+    spec = importlib.util.spec_from_file_location("make_peer_checkpoint", PEERS / "make_peer_checkpoint.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def peer_checkpoint(tmp_path_factory, peer_maker):
+    """(family, prefix variant, safe metadata) -> a checkpoint file, each built once per session."""
+    import torch
+
+    made = {}
+    root = tmp_path_factory.mktemp("peers")
+
+    def get(family: str, variant: str = "default", safe: bool = False):
+        if variant == "other":
+            variant = OTHER_PREFIX[peer_maker.DEFAULT_PREFIX[family]]
+        key = (family, variant, safe)
+        if key not in made:
+            # named after no family: detection must not read the name
+            path = root / f"checkpoint_{len(made)}.pth"
+            if family == "ours" and variant == "module":
+                # make_peer_checkpoint seeds ours' tensors by the full key, prefix included (to
+                # stay bit-identical to make_golden_checkpoint), so its --prefix module file holds
+                # other weights: prefix the golden file's own tensors instead.
+                obj = peer_maker.build(family, "default", safe)
+                obj["model_state_dict"] = {"module." + k: v for k, v in obj["model_state_dict"].items()}
+            else:
+                obj = peer_maker.build(family, variant, safe)
+            torch.save(obj, path)
+            made[key] = path
+        return made[key]
+
+    return get
+
+
+def _sha(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
+
+
+# -- specs ---------------------------------------------------------------------------------------
+
+def test_every_family_is_registered_and_round_trips():
+    assert set(FAMILIES) <= set(families())
+    for name in FAMILIES:
+        spec = get_spec(name)
+        assert ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_specs_agree_with_the_golden_shapes(golden_peers):
+    for name, entry in golden_peers["families"].items():
+        spec = get_spec(name)
+        assert [spec.map_size] * 2 == entry["native_map_shape"]
+        assert list(spec.audio.shape) == entry["pairs"][0]["audio_tensor_shape"]
+        assert [3, spec.image.size, spec.image.size] == entry["pairs"][0]["image_tensor_shape"]
+
+
+def test_sounding_thresholds_are_the_published_ones():
+    """PEER_FACTS §13 lists the negative-audio benchmark's threshold of every family."""
+    text = (SHARED / "PEER_FACTS.md").read_text()
+    section = text[text.index("## 13."):]
+    published = {m.group(1): float(m.group(2)) for m in re.finditer(r"\b(ours|lvs|ezvsl|slavc|fnac|ssltie) (0\.\d{4})", section)}
+    assert set(published) == set(FAMILIES)
+    for name, threshold in published.items():
+        spec = get_spec(name)
+        assert spec.sounding_threshold == threshold
+        assert spec.sounding_units == ("cosine" if spec.heatmap_scale == 1.0 else "half_cosine")
+
+
+# -- input tensors (numpy, no torch) -------------------------------------------------------------
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_audio_tensor_matches_golden(family, golden_peers):
+    """Bit for bit (sha256 of the float32 tensor) for the scipy front ends. SSL-TIE's torchaudio
+    STFT runs in float32 with MKL's FFT: its noise floor cannot be matched bit for bit by numpy,
+    so there the sum is checked (measured |diff| <= 0.62 on a sum of -6.2e6)."""
+    spec = get_spec(family)
+    for pair in golden_peers["families"][family]["pairs"]:
+        audio = audio_to_spectrogram(SAMPLES / pair["audio"], spec)
+        assert audio.dtype == np.float32 and list(audio.shape) == pair["audio_tensor_shape"]
+        if spec.audio.spectrogram == "linear":
+            assert _sha(audio) == pair["audio_tensor_sha256_f32"]
+            assert audio.astype(np.float64).sum() == pair["audio_tensor_sum"]
+        else:
+            assert audio.astype(np.float64).sum() == pytest.approx(pair["audio_tensor_sum"], abs=2.0)
+
+
+def test_image_tensor_is_one_for_all_families(golden_peers):
+    """The image transform is the same for every family (one golden sha256 for all). sslrt's numpy
+    bicubic agrees with torch's to ~5e-6 per value, not bit for bit."""
+    for index in range(len(golden_peers["pairs"])):
+        shas = {entry["pairs"][index]["image_tensor_sha256_f32"] for entry in golden_peers["families"].values()}
+        assert len(shas) == 1
+    for pair in golden_peers["families"]["ours"]["pairs"]:
+        rgb = load_image(SAMPLES / pair["image"])
+        tensors = [image_to_tensor(rgb, get_spec(f)) for f in FAMILIES] + [image_to_tensor(rgb), image_to_tensor(rgb, get_spec("fnac").image)]
+        assert all(np.array_equal(t, tensors[0]) for t in tensors)
+        assert list(tensors[0].shape) == pair["image_tensor_shape"]
+        assert tensors[0].astype(np.float64).sum() == pytest.approx(pair["image_tensor_sum"], abs=0.05)
+
+
+def _write(path, samples, sr):
+    sf.write(path, samples, sr, subtype="PCM_16")
+    return path
+
+
+@pytest.mark.parametrize("family", ["ezvsl", "fnac", "ssltie"])
+def test_stereo_files_are_mixed_to_mono(family, tmp_path):
+    """PyAV families hear FFmpeg's mono downmix ((L+R)/2 rounded to int16: within an LSB of the
+    mean); SSL-TIE (whose official code fails on stereo) hears the channels' mean."""
+    rng = np.random.default_rng(7)
+    t = np.arange(16000 * 4) / 16000
+    stereo = np.stack([0.4 * np.sin(2 * np.pi * 440 * t), 0.2 * rng.standard_normal(t.size)], axis=1)
+    path = _write(tmp_path / "stereo.wav", stereo, 16000)
+    spec = get_spec(family)
+    got = audio_to_spectrogram(path, spec)
+    pcm, _ = sf.read(path, dtype="int16")
+    scale = 32767.0 if spec.audio.reader == "pyav" else 32768.0
+    expected = spectrogram_from_waveform(pcm.astype(np.float64).mean(axis=1) / scale, 16000, spec)
+    assert got.shape == expected.shape == tuple(spec.audio.shape)
+    assert np.abs(got - expected).max() <= (0.02 if spec.audio.log == "log" else 0.5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_other_rates_short_and_silent_audio(family, tmp_path):
+    spec = get_spec(family)
+    t = np.arange(int(44100 * 2.5)) / 44100
+    path44 = _write(tmp_path / "tone44k.wav", 0.3 * np.sin(2 * np.pi * 440 * t), 44100)
+    tone44 = audio_to_spectrogram(path44, spec)
+    t16 = np.arange(16000 * 3) / 16000
+    tone16 = spectrogram_from_waveform(0.3 * np.sin(2 * np.pi * 440 * t16), 16000, spec)
+    assert tone44.shape == tone16.shape == tuple(spec.audio.shape) and np.isfinite(tone44).all()
+    assert tone44[0].mean(1).argmax() == tone16[0].mean(1).argmax()  # resampled: the same bin
+    short = spectrogram_from_waveform(np.random.default_rng(1).uniform(-0.5, 0.5, 3000), 16000, spec)
+    assert short.shape == tuple(spec.audio.shape) and np.isfinite(short).all()
+    from sslrt.preprocess.audio import SilentAudioWarning
+
+    with pytest.warns(SilentAudioWarning):
+        silent = spectrogram_from_waveform(np.zeros(16000), 16000, spec)
+    assert np.isfinite(silent).all() and np.unique(silent).size == 1
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["default", "other"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_torch_heatmap_matches_golden(family, variant, peer_checkpoint, golden_peers):
+    """The PyTorch reference on sslrt's own tensors, from the released layout and from the other
+    'module.' variant: within 1e-5 in cosine units of the official heatmaps (PEER_FACTS §12)."""
+    import torch
+
+    from sslrt.model import load_family_checkpoint
+
+    path = peer_checkpoint(family, variant)
+    loaded = load_family_checkpoint(path, family=family if family in ("ezvsl", "fnac") else None)
+    assert loaded.spec.name == family and loaded.info.detected == (family not in ("ezvsl", "fnac"))
+    pairs = golden_peers["families"][family]["pairs"]
+    images = np.stack([image_to_tensor(load_image(SAMPLES / p["image"]), loaded.spec) for p in pairs])
+    audios = np.stack([audio_to_spectrogram(SAMPLES / p["audio"], loaded.spec) for p in pairs])
+    with torch.no_grad():
+        heatmaps = loaded.model(torch.from_numpy(images), torch.from_numpy(audios))[:, 0].numpy()
+    expected = np.array([p["heatmap"] for p in pairs])
+    assert heatmaps.shape == expected.shape
+    assert np.abs(heatmaps - expected).max() <= 1e-5 * loaded.spec.heatmap_scale
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family_is_found_from_the_tensors_not_the_name(family, peer_checkpoint, tmp_path):
+    from sslrt.model import load_family_checkpoint
+
+    misleading = {"ours": "lvs", "lvs": "ours", "ezvsl": "slavc", "slavc": "ezvsl", "fnac": "ssltie", "ssltie": "fnac"}
+    path = shutil.copy(peer_checkpoint(family, "other"), tmp_path / f"{misleading[family]}_released.pth")
+    if family in ("ezvsl", "fnac"):  # identical tensors and layout: the user must say which
+        with pytest.raises(SslrtError, match=r"ezvsl and fnac .*pass --family ezvsl\|fnac") as err:
+            load_family_checkpoint(path)
+        assert "\n" not in str(err.value)
+        loaded = load_family_checkpoint(path, family=family)
+    else:
+        loaded = load_family_checkpoint(path)
+    assert loaded.info.family == loaded.spec.name == family
+    released = get_spec(family).checkpoint
+    assert loaded.info.entry in released.entries
+    if released.ignored:  # training-only / unused tensors: present, listed, not loaded
+        assert loaded.info.ignored and all(k.startswith(released.ignored) for k in loaded.info.ignored)
+    else:
+        assert not loaded.info.ignored
+    assert not loaded.info.unexpected
+
+
+@pytest.mark.slow
+def test_training_only_tensors_are_listed(peer_checkpoint):
+    from sslrt.model import load_family_checkpoint
+
+    keys = json.loads((PEERS / "peer_keys_slavc.json").read_text())
+    slavc = load_family_checkpoint(peer_checkpoint("slavc"))
+    assert len(slavc.info.ignored) == sum(k.startswith("module.momentum_") for k in keys) == 248
+    assert slavc.info.prefix == "module." and slavc.info.metadata["best_F1"] == 0.0
+    ours = load_family_checkpoint(peer_checkpoint("ours"))
+    assert {"img_proj.weight", "vision_fc1.weight", "norm3.running_var", "imgnet.fc.weight"} <= set(ours.info.ignored)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["ezvsl", "slavc", "ssltie"])
+def test_numpy_scalar_metadata_loads_weights_only(family, peer_checkpoint):
+    """The peers' files pickle numpy.float64 metrics, which torch.load(weights_only=True) refuses
+    by default; sslrt allows exactly those types, with and without them in the file."""
+    import torch
+
+    from sslrt.model import load_family_checkpoint
+
+    path = peer_checkpoint(family)
+    with pytest.raises(Exception):
+        torch.load(path, weights_only=True)
+    fam = family if family == "ezvsl" else None
+    for p in (path, peer_checkpoint(family, safe=True)):
+        loaded = load_family_checkpoint(p, family=fam)
+        assert loaded.spec.name == family
+        assert all(type(v) in (int, float, str, bool) for v in loaded.info.metadata.values())
+
+
+def test_malicious_pickle_does_not_run(tmp_path):
+    """Code in a checkpoint's metadata (where the peers keep numpy scalars) must never run."""
+    import torch
+
+    from sslrt.model import load_checkpoint, load_family_checkpoint
+    from sslrt.synthetic.checkpoints import make_checkpoint
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))  # would create the marker file when unpickled
+
+    ckpt = make_checkpoint(tmp_path / "ok.pth", width=4)
+    obj = torch.load(ckpt, weights_only=True)
+    obj["best_cIoU"] = Payload()
+    torch.save(obj, tmp_path / "evil.pth")
+    for load in (load_checkpoint, load_family_checkpoint):
+        with pytest.raises(SslrtError, match="does not unpickle") as err:
+            load(tmp_path / "evil.pth")
+        assert "\n" not in str(err.value)
+    assert not marker.exists()
+
+
+def test_unknown_layout_is_one_line_naming_the_families(tmp_path):
+    import torch
+
+    from sslrt.model import load_family_checkpoint
+
+    path = tmp_path / "ezvsl_looks_like_it.pth"
+    torch.save({"model": {"encoder.conv1.weight": torch.zeros(8, 3, 7, 7), "head.weight": torch.zeros(10, 8)}}, path)
+    with pytest.raises(SslrtError) as err:
+        load_family_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message and "encoder" in message and all(f in message for f in FAMILIES)
+    with pytest.raises(SslrtError, match="unknown model family 'nope'"):
+        load_family_checkpoint(path, family="nope")
+
+
+def test_a_strict_family_refuses_foreign_tensors(tmp_path):
+    import torch
+
+    from sslrt.model import build_network, config_for, load_family_checkpoint
+
+    spec = get_spec("slavc")
+    state = build_network(spec, config_for(spec, width=4)).state_dict()
+    torch.save({"model": {**state, "extra_head.weight": torch.zeros(3)}}, tmp_path / "x.pth")
+    with pytest.raises(SslrtError, match=r"'extra_head\.weight' is not part of a slavc model"):
+        load_family_checkpoint(tmp_path / "x.pth")
+    torch.save({"model": state}, tmp_path / "y.pth")
+    assert load_family_checkpoint(tmp_path / "y.pth").cfg.width == 4
+
+
+# -- networks ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["ours", "ezvsl", "slavc"])
+def test_encoder_graphs_reproduce_the_fused_heatmap(family):
+    """cosine_map(vision graph, audio graph) * heatmap_scale == the fused graph: the split path of
+    the runtime (sslrt.graphs.cosine_map) gives the family's heatmap, SLAVC's two heads included."""
+    import torch
+
+    from sslrt.graphs import cosine_map
+    from sslrt.model import build_network, config_for
+    from sslrt.model.network import graph_module
+
+    spec = get_spec(family)
+    torch.manual_seed(0)
+    model = build_network(spec, config_for(spec, width=4))
+    for p in model.parameters():  # non-trivial projections and BatchNorm
+        p.data.normal_(0, 0.3)
+    image = torch.randn(2, 3, 224, 224)
+    audio = torch.randn(2, *spec.audio.shape)
+    with torch.no_grad():
+        fused = graph_module(model, "fused")(image, audio).numpy()
+        v = graph_module(model, "vision")(image).numpy()
+        a = graph_module(model, "audio")(audio).numpy()
+        features = model.imgnet(image), model.audnet(audio)
+        head = model.head(*features).numpy()
+    assert fused.shape == (2, 1, spec.map_size, spec.map_size)
+    assert v.shape[1] == a.shape[1] == 32 * spec.heads  # width * 8 per head
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(cosine_map(v, a) * spec.heatmap_scale, fused, atol=1e-5 * spec.heatmap_scale, rtol=0)
+    np.testing.assert_allclose(head, fused, atol=1e-5 * spec.heatmap_scale, rtol=0)
+
+
+def test_slavc_heatmap_is_the_mean_of_its_two_heads():
+    import torch
+    import torch.nn.functional as F
+
+    from sslrt.model import build_network, config_for
+
+    spec = get_spec("slavc")
+    model = build_network(spec, config_for(spec, width=4))
+    image, audio = torch.randn(1, 3, 224, 224), torch.randn(1, *spec.audio.shape)
+    with torch.no_grad():
+        f, g = model.imgnet(image), F.adaptive_max_pool2d(model.audnet(audio), 1).flatten(1)
+        per_head = [torch.einsum("nchw,nc->nhw", F.normalize(getattr(model, f"img_proj{k}")(f), dim=1),
+                                 F.normalize(getattr(model, f"aud_proj{k}")(g), dim=1)) / 0.03 for k in (1, 2)]
+        expected = ((per_head[0] + per_head[1]) / 2).unsqueeze(1)
+        assert torch.allclose(model(image, audio), expected, atol=1e-4)
