@@ -137,6 +137,31 @@ def export(
 
 
 @app.command()
+def models(as_json: bool = typer.Option(False, "--json", help="Print the table as JSON.")):
+    """The model families sslrt knows: paper, map, audio front end, evaluation rules, "no sound source" threshold."""
+    from sslrt.spec import all_specs
+
+    rows = []
+    for spec in all_specs():
+        a = spec.audio
+        front = (f"{a.reader}, {a.segment} {a.segment_seconds:g} s, {a.spectrogram} n_fft {a.n_fft} hop {a.hop}"
+                 f"{f' {a.n_mels} mels' if a.n_mels else ''}, {a.log}, {list(a.shape)}")
+        rows.append({"family": spec.name, "paper": spec.title, "map_size": spec.map_size, "heads": spec.heads,
+                     "heatmap_units": spec.heatmap_units, "audio_front_end": front, "eval_upsample": spec.eval_upsample,
+                     "eval_normalize": spec.eval_normalize, "sounding_threshold": spec.sounding_threshold,
+                     "sounding_units": spec.sounding_units, "reported": spec.reported})
+    if as_json:
+        print(json.dumps(rows))
+        return
+    print("| family | paper | map | units | audio front end | is3 / vggss upsampling | no-sound threshold |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        up = f"{r['eval_upsample'].get('is3')} / {r['eval_upsample'].get('vggss')}"
+        print(f"| {r['family']} | {r['paper']} | {r['map_size']}x{r['map_size']} | {r['heatmap_units']} | "
+              f"{r['audio_front_end']} | {up} | {r['sounding_threshold']} ({r['sounding_units']}) |")
+
+
+@app.command()
 def backends(as_json: bool = typer.Option(False, "--json", help="Print the table as JSON.")):
     """The backend table: what each backend runs, and whether this machine can run it."""
     from sslrt.engines import backend_table

@@ -31,22 +31,24 @@ def demo_model_dir() -> str:
 
 @dataclass
 class ResolvedModel:
-    """A verified export directory and the checkpoint it records."""
+    """A verified export directory and the checkpoint it records; or, for the PyTorch reference
+    alone, a checkpoint and its family's spec with no export (`exported` None)."""
 
-    exported: ExportedModel
+    exported: ExportedModel | None
     checkpoint: str | None = None
+    checkpoint_spec: ModelSpec | None = None
 
     @property
     def directory(self) -> str:
-        return self.exported.directory
+        return self.exported.directory if self.exported is not None else os.path.dirname(self.checkpoint or "")
 
     @property
     def spec(self) -> ModelSpec:
-        return self.exported.spec
+        return self.exported.spec if self.exported is not None else self.checkpoint_spec
 
     @property
     def artifacts(self) -> dict[str, dict]:
-        return self.exported.artifacts
+        return self.exported.artifacts if self.exported is not None else {}
 
     def checkpoint_for_reference(self) -> str:
         """The checkpoint behind this model (the PyTorch reference runs it), checked to be the one
@@ -55,15 +57,18 @@ class ResolvedModel:
             raise SslrtError("the torch backend needs the checkpoint; this export directory records none")
         if not os.path.isfile(self.checkpoint):
             raise SslrtError(f"the torch backend needs the checkpoint this model was exported from, which is gone: {self.checkpoint}")
-        recorded = self.exported.checkpoint_sha256
+        recorded = self.exported.checkpoint_sha256 if self.exported is not None else None
         if recorded and sha256_file(self.checkpoint) != recorded:
             raise SslrtError(f"checkpoint {self.checkpoint} changed since it was exported to {self.directory}: re-export")
         return self.checkpoint
 
 
-def resolve_model(model: str | os.PathLike | ResolvedModel | None, progress=None, family: str | None = None) -> ResolvedModel:
+def resolve_model(model: str | os.PathLike | ResolvedModel | None, progress=None, family: str | None = None,
+                  export: bool = True) -> ResolvedModel:
     """An export directory, a checkpoint (exported once into the cache, keyed by its sha256) or
-    None (the demo model) -> a ResolvedModel. `family` forces the model family of a checkpoint."""
+    None (the demo model) -> a ResolvedModel. `family` forces the model family of a checkpoint.
+    `export` False: a checkpoint is only identified, not exported (what the PyTorch reference
+    backends need; identifying it needs torch)."""
     if isinstance(model, ResolvedModel):
         return model
     path = demo_model_dir() if model is None else os.fspath(model)
@@ -75,6 +80,10 @@ def resolve_model(model: str | os.PathLike | ResolvedModel | None, progress=None
     if os.path.getsize(path) == 0:
         raise SslrtError(f"model file is empty: {path}")
     checkpoint = os.path.abspath(path)
+    if not export:
+        from sslrt.model.checkpoint import identify_checkpoint  # torch: the reference backends have it
+
+        return ResolvedModel(None, checkpoint, identify_checkpoint(checkpoint, family))
     sha = sha256_file(checkpoint)
     cached = export_cache_dir(sha)
     if (cached / MANIFEST).is_file():

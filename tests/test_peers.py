@@ -22,52 +22,7 @@ PEERS = GOLDEN / "peers"
 needs_peers = pytest.mark.skipif(not (PEERS / "golden_peers.json").is_file(), reason=f"golden peers not found under {PEERS}")
 pytestmark = needs_peers
 
-FAMILIES = ("ours", "lvs", "ezvsl", "slavc", "fnac", "ssltie")
-# The file is what it is whatever its prefix; "other" is the variant the family did not release.
-OTHER_PREFIX = {"": "module", "module.": "none"}
-
-
-@pytest.fixture(scope="session")
-def golden_peers():
-    return json.loads((PEERS / "golden_peers.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def peer_maker():
-    spec = importlib.util.spec_from_file_location("make_peer_checkpoint", PEERS / "make_peer_checkpoint.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="session")
-def peer_checkpoint(tmp_path_factory, peer_maker):
-    """(family, prefix variant, safe metadata) -> a checkpoint file, each built once per session."""
-    import torch
-
-    made = {}
-    root = tmp_path_factory.mktemp("peers")
-
-    def get(family: str, variant: str = "default", safe: bool = False):
-        if variant == "other":
-            variant = OTHER_PREFIX[peer_maker.DEFAULT_PREFIX[family]]
-        key = (family, variant, safe)
-        if key not in made:
-            # named after no family: detection must not read the name
-            path = root / f"checkpoint_{len(made)}.pth"
-            if family == "ours" and variant == "module":
-                # make_peer_checkpoint seeds ours' tensors by the full key, prefix included (to
-                # stay bit-identical to make_golden_checkpoint), so its --prefix module file holds
-                # other weights: prefix the golden file's own tensors instead.
-                obj = peer_maker.build(family, "default", safe)
-                obj["model_state_dict"] = {"module." + k: v for k, v in obj["model_state_dict"].items()}
-            else:
-                obj = peer_maker.build(family, variant, safe)
-            torch.save(obj, path)
-            made[key] = path
-        return made[key]
-
-    return get
+from conftest import FAMILIES, OTHER_PREFIX  # noqa: E402,F401  (fixtures golden_peers, peer_maker, peer_checkpoint: conftest)
 
 
 def _sha(a: np.ndarray) -> str:

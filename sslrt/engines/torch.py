@@ -60,15 +60,13 @@ class TorchEngine(Engine):
             raise BackendUnavailable(f"backend 'torch' needs {INSTALL_TORCH}") from None
         if self._device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(f"backend 'torch-cuda' needs {INSTALL_TORCH_CUDA} (torch.cuda.is_available() is False)")
-        from sslrt.model import load_checkpoint
+        from sslrt.model import load_family_checkpoint
 
         if self._threads:
             torch.set_num_threads(self._threads)
-        model, self.config = load_checkpoint(self.checkpoint_path)
-        if self.spec is None:
-            from sslrt.spec import DEFAULT_FAMILY, get_spec
-
-            self.spec = get_spec(DEFAULT_FAMILY)
+        # The family the export recorded (ezvsl and fnac files cannot be told apart by their keys).
+        model, self.config, self.spec, _ = load_family_checkpoint(self.checkpoint_path,
+                                                                  self.spec.name if self.spec is not None else None)
         model = model.to(self._device).eval()
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -40,13 +40,14 @@ def parity_inputs(spec=None, n: int = 4, seed: int = 1234, pairs: list[tuple[str
     from sslrt.preprocess import audio_to_spectrogram, image_to_tensor, load_image, spectrogram_from_waveform
     from sslrt.synthetic.generated import generated_image, generated_waveform
 
+    image_spec, audio_spec = (spec.image, spec.audio) if spec is not None else (None, None)
     if pairs:
-        images = [image_to_tensor(load_image(i)) for i, _ in pairs]
-        audios = [audio_to_spectrogram(a) for _, a in pairs]
+        images = [image_to_tensor(load_image(i), image_spec) for i, _ in pairs]
+        audios = [audio_to_spectrogram(a, audio_spec) for _, a in pairs]
         source = [f"{os.path.basename(i)} + {os.path.basename(a)}" for i, a in pairs]
     else:
-        images = [image_to_tensor(generated_image(seed + k)) for k in range(n)]
-        audios = [spectrogram_from_waveform(generated_waveform(seed + k)) for k in range(n)]
+        images = [image_to_tensor(generated_image(seed + k), image_spec) for k in range(n)]
+        audios = [spectrogram_from_waveform(generated_waveform(seed + k), 16000, audio_spec) for k in range(n)]
         source = [f"generated pairs (seed {seed}, n={n})"]
     return np.stack(images), np.stack(audios), source
 

@@ -325,14 +325,12 @@ def export_checkpoint(checkpoint: str, out_dir: str, targets: list[str] | None =
         batch = batch or DEFAULT_PROFILE
     require_export_deps()
     from sslrt.engines.torch import TorchEngine
-    from sslrt.model import load_checkpoint
-    from sslrt.spec import get_spec
+    from sslrt.model import load_family_checkpoint
 
     step = progress or (lambda msg: None)
     checkpoint = os.path.abspath(checkpoint)
     step("loading checkpoint")
-    model, cfg = load_checkpoint(checkpoint)
-    spec = get_spec(family or "ours")
+    model, cfg, spec, info = load_family_checkpoint(checkpoint, family)
     ckpt_sha = sha256_file(checkpoint)
     image, audio, parity_source = parity_inputs(spec, pairs=parity_pairs)
     with staging_dir(out_dir) as stage:
@@ -349,6 +347,9 @@ def export_checkpoint(checkpoint: str, out_dir: str, targets: list[str] | None =
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "checkpoint": {"path": checkpoint, "sha256": ckpt_sha, "bytes": os.path.getsize(checkpoint)},
             "family": spec.name,
+            "checkpoint_reading": {"family_detected": info.detected, "entry": info.entry, "prefix": info.prefix,
+                                   "ignored": list(info.ignored), "unexpected": list(info.unexpected),
+                                   "metadata": info.metadata},
             "spec": spec.to_dict(),
             "preprocess": preprocessing_summary(spec),
             "model": cfg.to_dict() | {"params": int(sum(p.numel() for p in model.parameters()))},

@@ -116,7 +116,8 @@ def run_evaluation(dataset: str, root: str, localizer, out_dir: str, annotations
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             located = [next(results) for _ in chunk]
-            pred = metrics.heatmaps_to_predictions(np.stack([r.heatmap for r in located]), rule)
+            pred = metrics.heatmaps_to_predictions(np.stack([r.heatmap for r in located]), rule,
+                                                   localizer.spec.eval_normalize)
             fixed, adaptive = metrics.ciou_fixed_and_adaptive(pred, ground_truth_batch(chunk))
             for s, r, cf, ca in zip(chunk, located, fixed, adaptive):
                 row = EvalRow(s.key, s.group, float(cf), float(ca), r.score, r.peak[0], r.peak[1])

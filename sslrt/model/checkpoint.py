@@ -247,6 +247,21 @@ def load_family_checkpoint(path: str | os.PathLike, family: str | None = None) -
     return LoadedCheckpoint(create_model(cfg, weights, spec), cfg, spec, info)
 
 
+def identify_checkpoint(path: str | os.PathLike, family: str | None = None):
+    """The ModelSpec of a checkpoint file (recognised from its tensors, or the named family),
+    without building the network: what resolving a checkpoint for the PyTorch reference needs."""
+    from sslrt.spec import get_spec
+
+    path = os.fspath(path)
+    if family is not None:
+        return get_spec(family)
+    raw, _, _ = _split(read_checkpoint_file(path), path)
+    state, prefix = _strip_prefix(raw)
+    if prefix == "mixed":
+        raise SslrtError(f"{path}: some tensor names carry DataParallel's 'module.' prefix and others do not")
+    return get_spec(detect_family(state, path))
+
+
 def load_checkpoint(path: str | os.PathLike, family: str | None = None):
     """Checkpoint file -> (network in eval mode, ModelConfig), for callers that need no more;
     `load_family_checkpoint` also returns the family's spec and what was ignored."""

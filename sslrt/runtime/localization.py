@@ -137,20 +137,29 @@ def minmax_normalize(maps: np.ndarray) -> np.ndarray:
     return np.where(flat, maps, out)
 
 
-def prediction_map(heatmaps224: np.ndarray) -> np.ndarray:
-    """Upsampled heatmaps (N, 224, 224) -> the official prediction map, in [0, 1].
+# The official evaluation loops normalise in two ways: validate_lvs/validate_ssltie write
+# pred = 1 - normalize(-h), validate (EZ-VSL, SLAVC, FNAC) pred = normalize(h). Equal in exact
+# arithmetic, not to the last bit, and the last bit decides which pixels tie with the threshold.
+ONE_MINUS_NEGATED = "one_minus_negated"
+MINMAX = "minmax"
+NORMALIZE_RULES = (ONE_MINUS_NEGATED, MINMAX)
 
-    The official code writes it as pred = 1 - normalize(-h), which is minmax(h) in exact
-    arithmetic; the same float operations are kept here because their rounding decides which
-    pixels tie with the threshold element.
-    """
+
+def prediction_map(heatmaps224: np.ndarray, normalize: str = ONE_MINUS_NEGATED) -> np.ndarray:
+    """Upsampled heatmaps (N, 224, 224) -> the official prediction map, in [0, 1], with the float
+    operations of the family's evaluation loop (see NORMALIZE_RULES)."""
     h = _as_map_batch(heatmaps224, "heatmaps")
-    return 1 - minmax_normalize(-h)
+    if normalize == ONE_MINUS_NEGATED:
+        return 1 - minmax_normalize(-h)
+    if normalize == MINMAX:
+        return minmax_normalize(h)
+    raise SslrtError(f"unknown normalisation {normalize!r}; expected one of {', '.join(NORMALIZE_RULES)}")
 
 
-def heatmaps_to_predictions(heatmaps: np.ndarray, rule: str) -> np.ndarray:
-    """Model heatmaps (N, 14, 14) -> prediction maps (N, 224, 224) float32 under a test set's rule."""
-    return prediction_map(upsample_heatmap(heatmaps, rule))
+def heatmaps_to_predictions(heatmaps: np.ndarray, rule: str, normalize: str = ONE_MINUS_NEGATED) -> np.ndarray:
+    """Model heatmaps (N, h, w) -> prediction maps (N, 224, 224) float32 under a test set's
+    upsampling rule and the family's normalisation."""
+    return prediction_map(upsample_heatmap(heatmaps, rule), normalize)
 
 
 def fixed_thresholds(pred: np.ndarray) -> np.ndarray:
@@ -201,7 +210,7 @@ def localize_heatmaps(heatmaps: np.ndarray, image_sizes: list[tuple[int, int]], 
         spec = get_spec(DEFAULT_FAMILY)
     raw = np.asarray(heatmaps, dtype=np.float32).reshape(len(heatmaps), heatmaps.shape[-2], heatmaps.shape[-1])
     up = upsample_heatmap(raw, spec.run_upsample)
-    pred = prediction_map(up)
+    pred = prediction_map(up, spec.eval_normalize)
     masks = pred > fixed_thresholds(pred)[:, None, None]
     scores = av_similarity(spec.to_cosine(raw), spec.score_epsilon, spec.score_tau)
     # "No sound source": the benchmark compares the maximum of its own 224x224 map with the threshold.

@@ -13,10 +13,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from sslrt.engines import Engine, create_engine, graphs_for, resolve_backend
+from sslrt.engines import Engine, create_engine, get_row, graphs_for, resolve_backend
 from sslrt.errors import AudioInputWarning, SslrtError
 from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_AUDIO_EMBEDDING, OUTPUT_HEATMAP, OUTPUT_IMAGE_EMBEDDING, cosine_map
-from sslrt.preprocess import image_to_tensor, load_audio, load_image, spectrogram_from_waveform
+from sslrt.preprocess import image_to_tensor, load_image, spectrogram_from_waveform
+from sslrt.preprocess.audio import read_audio
 from sslrt.preprocess.image import read_image_bytes
 from sslrt.resolve import ResolvedModel, resolve_model
 from sslrt.runtime.localization import localize_heatmaps
@@ -154,26 +155,29 @@ class EmbeddingCache:
                 self._items.popitem(last=False)
 
 
-def _prepare_audio(audio) -> tuple[np.ndarray, str]:
-    """A path (its first 10 s are read), (waveform, rate), or a bare waveform at 16 kHz. The
-    waveform's dtype and layout rules are spectrogram_from_waveform's (waveform_channel0); the rate
-    is checked there too, before any resampling."""
+def _prepare_audio(audio, spec: ModelSpec | None = None) -> tuple[np.ndarray, str]:
+    """A path (read as the family's reader does: for ours its first 10 s), (waveform, rate), or a
+    bare waveform at 16 kHz -> the family's audio input. The waveform's dtype and layout rules are
+    spectrogram_from_waveform's (waveform_frames); the rate is checked there too, before any
+    resampling."""
+    audio_spec = spec.audio if spec is not None else None
     if isinstance(audio, (str, os.PathLike)):
-        samples, sr = load_audio(audio)
+        clip = read_audio(audio, audio_spec)
         name = os.fspath(audio)
+        return spectrogram_from_waveform(clip.samples, clip.sample_rate, audio_spec, name=name, duration=clip.duration), name
     elif isinstance(audio, tuple):
         if len(audio) != 2:
             raise SslrtError(f"audio: expected a (waveform, sample_rate) pair, got a tuple of {len(audio)} items")
         (samples, sr), name = audio, "audio"
     else:
         samples, sr, name = audio, 16000, "audio"
-    return spectrogram_from_waveform(samples, sr, name=name), name
+    return spectrogram_from_waveform(samples, sr, audio_spec, name=name), name
 
 
 def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
-                 audio_cache: EmbeddingCache | None = None) -> PreparedPair:
-    """Decode and transform one pair, skipping what the caches already hold; silent audio is kept,
-    with a warning recorded."""
+                 audio_cache: EmbeddingCache | None = None, spec: ModelSpec | None = None) -> PreparedPair:
+    """Decode and transform one pair with the family's transforms (`spec`; None: the paper's),
+    skipping what the caches already hold; silent audio is kept, with a warning recorded."""
     t0 = time.perf_counter()
     encoded = None
     if isinstance(image, (str, os.PathLike)):
@@ -191,18 +195,18 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
             tensor, size = None, cached_image[1]
         else:
             rgb = load_image(image, encoded) if encoded is not None else image
-            tensor, size = image_to_tensor(rgb), tuple(np.shape(rgb)[:2])
+            tensor, size = image_to_tensor(rgb, spec.image if spec is not None else None), tuple(np.shape(rgb)[:2])
         cached_audio = audio_cache.get(audio_key) if audio_cache else None  # (embedding, its audio warnings)
         if cached_audio is not None:
-            spec = None
+            spectrogram = None
             caught_audio = cached_audio[1]
         else:
-            spec, _ = _prepare_audio(audio)
+            spectrogram, _ = _prepare_audio(audio, spec)
             caught_audio = None
     audio_warnings = caught_audio if caught_audio is not None else [str(w.message) for w in caught
                                                                      if issubclass(w.category, AudioInputWarning)]
     messages = [str(w.message) for w in caught if not issubclass(w.category, AudioInputWarning)] + list(audio_warnings)
-    return PreparedPair(image_key, audio_key, tensor, spec, size, _name(image), _name(audio), messages, list(audio_warnings),
+    return PreparedPair(image_key, audio_key, tensor, spectrogram, size, _name(image), _name(audio), messages, list(audio_warnings),
                         (time.perf_counter() - t0) * 1e3,
                         cached_image[0] if cached_image is not None else None,
                         cached_audio[0] if cached_audio is not None else None)
@@ -250,7 +254,9 @@ class Localizer:
         `notify` receives the line that says what auto chose. With `reuse_embeddings` and encoder
         graphs in the export, the encoders run instead of the fused graph. Exactly the sessions
         that will run are opened."""
-        resolved = resolve_model(model, progress=progress, family=family)
+        # The PyTorch reference runs the checkpoint itself: a checkpoint is then not exported.
+        reference_only = backend != "auto" and get_row(backend).artifact == "checkpoint"
+        resolved = resolve_model(model, progress=progress, family=family, export=not reference_only)
         # The choice (auto, or a backend's default precision) is made from the manifest alone.
         row, precision = resolve_backend(backend, resolved.artifacts, precision, notify=notify)
         graphs = graphs_for(row, resolved.artifacts, precision) if reuse_embeddings else ("fused",)
@@ -342,7 +348,7 @@ class Localizer:
         With `workers` > 0, decoding and preprocessing of the next batches run in a thread pool
         while the engine runs the current one (OpenCV, NumPy, SciPy and the engines release the GIL).
         """
-        prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache)  # noqa: E731
+        prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache, self.spec)  # noqa: E731
         if workers <= 0:
             for batch in _batches(pairs, batch_size):
                 yield from self.run_prepared([prepare(pair) for pair in batch], keep_embeddings)

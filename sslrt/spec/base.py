@@ -116,6 +116,9 @@ class ModelSpec:
     # How each test set's official evaluation upsamples the map to 224x224 (sslrt.runtime.localization rules).
     eval_upsample: dict = field(default_factory=lambda: {"vggss": "cv2_linear", "flickr": "bilinear_align_corners",
                                                          "is3": "bilinear_align_corners"})
+    # How the family's official evaluation loop normalises the upsampled map (runtime.localization
+    # NORMALIZE_RULES): "one_minus_negated" (validate_lvs, validate_ssltie) or "minmax" (validate).
+    eval_normalize: str = "one_minus_negated"
     # The rule sslrt run uses for its box (the evaluation's rule for a test set without one).
     run_upsample: str = "bilinear_align_corners"
     # "No sound source": sounding = max(map in `sounding_units`) > sounding_threshold.

@@ -24,6 +24,7 @@ SPEC = ModelSpec(
     heatmap_scale=1.0 / TAU,
     eval_upsample=dict(BILINEAR_EVERYWHERE),
     run_upsample="bilinear_align_corners",
+    eval_normalize="minmax",  # SA:test.py validate: pred = utils.normalize_img(h)
     sounding_threshold=0.6382,
     sounding_units="half_cosine",
     sounding_source="Juanola et al., ICASSP 2025 (vssl_eval scripts/infer_models.sh)",

@@ -35,5 +35,6 @@ SPEC = ModelSpec(
     run_upsample="cv2_linear",
     sounding_threshold=0.3338,
     sounding_units="cosine",
+    sounding_upsample="cv2_linear",  # infer_ssltie upsamples with cv2.resize INTER_LINEAR
     sounding_source="Juanola et al., ICASSP 2025 (vssl_eval scripts/infer_models.sh)",
 )
