@@ -263,6 +263,8 @@ def bench(
     seconds: float = typer.Option(2.0, help="Minimum timed seconds per engine row."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     report: Optional[Path] = typer.Option(None, help="Write bench.md, bench.json and bench.png into this folder."),
+    models_list: Optional[str] = typer.Option(None, "--models", help="Comma-separated models (export directories or checkpoints): "
+                                                                     "one side-by-side table of the families' speed and INT8 agreement."),
 ):
     """Time every backend/precision against the paper's PyTorch path, in one run."""
     from sslrt.measure.bench import markdown_report, run_benchmark, write_report
@@ -279,6 +281,30 @@ def bench(
     scopes = tuple(split(scope))
     if not scopes or set(scopes) - {"engine", "e2e"}:
         raise SslrtError(f"--scope takes engine and/or e2e, got {scope!r}")
+    if models_list is not None:
+        from sslrt.measure.bench import compare_models, models_markdown
+
+        if model is not None:
+            raise SslrtError("give either --model or --models")
+        if not split(models_list):
+            raise SslrtError("--models needs at least one model")
+        result = compare_models(split(models_list), split(backends), split(precisions), batches, threads=threads,
+                                e2e_pairs=e2e_pairs, e2e_image_size=e2e_image_size, min_seconds=seconds, progress=_progress)
+        text = models_markdown(result)
+        if json_file:
+            from sslrt.store.atomic import write_json_atomic
+
+            write_json_atomic(str(json_file), result)
+        if report:
+            from sslrt.store.atomic import atomic_path, write_json_atomic
+
+            os.makedirs(report, exist_ok=True)
+            write_json_atomic(str(report / "models.json"), result)
+            with atomic_path(str(report / "models.md")) as tmp:
+                Path(tmp).write_text(text)
+            _err(f"wrote {report / 'models.md'}")
+        print(text)
+        return
     result = run_benchmark(str(model) if model else _default_model(), split(backends), split(precisions), batches,
                            threads=threads, scopes=scopes, e2e_pairs=e2e_pairs, min_seconds=seconds,
                            e2e_image_size=e2e_image_size, progress=_progress)
@@ -308,6 +334,8 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N samples found."),
     threads: Optional[int] = typer.Option(None, help="Intra-op threads of the engine."),
     family: Optional[str] = typer.Option(None, "--family", help="Model family of a checkpoint (default: recognised from its keys)."),
+    models_list: Optional[str] = typer.Option(None, "--models", help="Comma-separated models: evaluate each (into OUT/<n>_<family>) "
+                                                                     "and print one side-by-side table."),
 ):
     """Evaluate on VGG-SS, Flickr-SoundNet or IS3 with the official metrics (resumable)."""
     from sslrt.datasets import DATASETS
@@ -318,6 +346,28 @@ def evaluate(
         raise SslrtError(f"unknown dataset {dataset!r}: choose from {', '.join(DATASETS)}")
     if not root.is_dir():
         raise SslrtError(f"--root folder not found: {root}")
+    if models_list is not None:
+        if model is not None or family is not None:
+            raise SslrtError("give either --model (with --family) or --models")
+        names = [m.strip() for m in models_list.split(",") if m.strip()]
+        if not names:
+            raise SslrtError("--models needs at least one model")
+        rows = []
+        for i, name in enumerate(names):
+            loc = Localizer.open(name, backend=backend, precision=precision, threads=threads, progress=_progress)
+            folder = out / f"{i}_{loc.spec.name}"
+            summary = run_evaluation(dataset, str(root), loc, str(folder), annotations=str(annotations) if annotations else None,
+                                     batch_size=batch_size, retrieval=retrieval, restart=restart, limit=limit, model_name=name)
+            loc.close()
+            rows.append((name, summary))
+        keys = list(rows[0][1]["metrics"])
+        print(f"| model | family | samples | {' | '.join(keys)} | pairs/s |")
+        print("|---|---|---|" + "---|" * len(keys) + "---|")
+        for name, summary in rows:
+            print(f"| {name} | {summary['family']} | {summary['evaluated']} | "
+                  + " | ".join(f"{summary['metrics'][k]:.2f}" for k in keys)
+                  + f" | {summary['timing']['pairs_per_second']:.1f} |")
+        return
     model_path = str(model) if model else _default_model()
     localizer = Localizer.open(model_path, backend=backend, precision=precision, threads=threads, progress=_progress,
                                family=family)

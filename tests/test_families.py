@@ -171,3 +171,35 @@ def test_models_table_lists_every_family(capsys):
     assert rows["slavc"]["sounding_threshold"] == 0.5450 and rows["slavc"]["sounding_units"] == "half_cosine"
     code, out, err = run_cli(["models"], capsys)
     assert code == 0 and "ssltie" in out and "| family |" in out
+
+
+def test_bench_models_side_by_side(tiny_export, tmp_path, capsys):
+    from sslrt.resolve import DEMO_EXPORT
+
+    code, out, err = run_cli(["bench", "--models", f"{DEMO_EXPORT},{tiny_export.directory}", "--precisions", "fp32,int8",
+                              "--batch", "1", "--seconds", "0.05", "--e2e-pairs", "2", "--e2e-image-size", "64",
+                              "--report", tmp_path / "rep"], capsys)
+    assert code == 0, err
+    table = [line for line in out.splitlines() if line.startswith("| ours ")]
+    assert len(table) == 2
+    assert "n/a" in table[1].split("|")[-2]  # the tiny export has no INT8 graphs: no agreement to measure
+    assert "%" in table[0].split("|")[-2]
+    report = json.loads((tmp_path / "rep" / "models.json").read_text())
+    assert [r["model"]["family"] for r in report["runs"]] == ["ours", "ours"]
+    assert all(any(row["speedup"] for row in r["rows"] if row["backend"] == "onnxruntime") for r in report["runs"])
+
+
+def test_eval_several_models_side_by_side(tiny_export, tmp_path, capsys):
+    from sslrt.resolve import DEMO_EXPORT
+    from sslrt.synthetic.datasets import synthetic_is3_samples, write_is3
+
+    root = tmp_path / "is3"
+    write_is3(root, synthetic_is3_samples(2, seed=5))
+    code, out, err = run_cli(["eval", "--dataset", "is3", "--root", root, "--models", f"{DEMO_EXPORT},{tiny_export.directory}",
+                              "-o", tmp_path / "ev", "--retrieval", "0"], capsys)
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "| ours |" in line]
+    assert len(rows) == 2 and sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["0_ours", "1_ours"]
+    for folder in (tmp_path / "ev").iterdir():
+        summary = json.loads((folder / "summary.json").read_text())
+        assert f"{summary['metrics']['cIoU']:.2f}" in "".join(rows)

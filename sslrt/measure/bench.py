@@ -285,3 +285,75 @@ def write_report(result: dict, folder: str) -> list[str]:
     if plot_report(result, os.path.join(folder, "bench.png")):
         written.append(os.path.join(folder, "bench.png"))
     return written
+
+
+# -- several models side by side (`sslrt bench --models a,b,c`) ---------------------------------
+def precision_agreement(model, candidate: str = "int8", reference: str = "fp32", pairs: int = 32, seed: int = 2024,
+                        threads: int | None = None) -> dict | None:
+    """Localization agreement of the `candidate` graphs with the `reference` ones on generated
+    inputs of the model's family (ONNX Runtime, fused graph); None where the export lacks either."""
+    from sslrt.export.onnx import parity_inputs
+    from sslrt.measure.parity import compare_engines
+
+    resolved = resolve_model(model)
+    try:
+        ref = create_engine("onnxruntime", resolved, precision=reference, threads=threads)
+        cand = create_engine("onnxruntime", resolved, precision=candidate, threads=threads)
+    except SslrtError:
+        return None
+    image, audio, source = parity_inputs(resolved.spec, n=pairs, seed=seed)
+    stats = compare_engines(ref, cand, image, audio)
+    ref.close()
+    cand.close()
+    return stats | {"inputs": source}
+
+
+def compare_models(models: list[str], backends: list[str], precisions: list[str], batches: list[int],
+                   threads: int | None = None, e2e_pairs: int = 32, e2e_image_size: int = 1024, min_seconds: float = 2.0,
+                   agreement_pairs: int = 32, progress=None) -> dict:
+    """One bench run per model (each with its own PyTorch reference row), plus the INT8-vs-fp32
+    localization agreement of each, for one side-by-side table."""
+    say = progress or (lambda msg: None)
+    runs = []
+    for model in models:
+        say(f"model {model}")
+        result = run_benchmark(model, backends, precisions, batches, threads=threads, e2e_pairs=e2e_pairs,
+                               e2e_image_size=e2e_image_size, min_seconds=min_seconds, progress=say)
+        result["int8_vs_fp32"] = precision_agreement(model, pairs=agreement_pairs, threads=threads) if "int8" in precisions else None
+        runs.append(result)
+    return {"machine": machine_info(), "threads": threads, "runs": runs,
+            "reference": "torch fp32 eager, fused graph, sequential (per model)"}
+
+
+def models_markdown(result: dict) -> str:
+    m = result["machine"]
+    lines = ["# sslrt bench: model families side by side", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores" + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU")
+             + f"; threads {result['threads'] or 'default'}. One run; every model's speed-up is against its own "
+             "PyTorch fp32 eager reference in that run.", ""]
+    batches = sorted({r["batch"] for run in result["runs"] for r in run["rows"]})
+    combos = [(r["backend"], r["precision"]) for r in result["runs"][0]["rows"] if r["scope"] == "engine"] if result["runs"] else []
+    combos = list(dict.fromkeys(c for c in combos if c != REFERENCE))
+    head = ["family", "width"]
+    for scope in ("engine", "e2e"):
+        for b, p in combos:
+            for n in batches:
+                head.append(f"{scope} {b} {p} b{n} ms/pair (x ref)")
+    head.append("INT8 vs fp32 localization agreement")
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in result["runs"]:
+        rows = {(r["scope"], r["backend"], r["precision"], r["batch"]): r for r in run["rows"]}
+        cells = [run["model"].get("family", "?"), str(run["model"]["width"])]
+        for scope in ("engine", "e2e"):
+            for b, p in combos:
+                for n in batches:
+                    r = rows.get((scope, b, p, n))
+                    cells.append("n/a" if r is None else f"{r['ms_per_pair']:.1f}"
+                                 + (f" ({r['speedup']:.2f}x)" if r.get("speedup") else ""))
+        agree = run.get("int8_vs_fp32")
+        cells.append("n/a" if not agree else f"{agree['localization_agreement']:.1%} ({agree['samples']} pairs, "
+                                              f"argmax {agree['argmax_agreement']:.1%})")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "e2e: files -> results through decode, the family's transforms, inference and postprocessing "
+              f"({result['runs'][0]['e2e_inputs'] if result['runs'] else ''}).", ""]
+    return "\n".join(lines)
