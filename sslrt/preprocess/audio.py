@@ -125,20 +125,6 @@ def _check_file(path: str) -> None:
         raise SslrtError(f"audio is empty: {path}")
 
 
-def _audio_spec(spec) -> AudioSpec:
-    """None -> ours' AudioSpec; a ModelSpec -> its audio part."""
-    if spec is None:
-        return _OURS_AUDIO
-    return spec if isinstance(spec, AudioSpec) else spec.audio
-
-
-def _check_file(path: str) -> None:
-    if not os.path.isfile(path):
-        raise SslrtError(f"audio not found: {path}")
-    if os.path.getsize(path) == 0:
-        raise SslrtError(f"audio is empty: {path}")
-
-
 def _keep(block: np.ndarray, all_channels: bool) -> np.ndarray:
     return block.copy() if all_channels else block[:, 0].copy()
 

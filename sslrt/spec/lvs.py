@@ -2,15 +2,15 @@
 runs it (PEER_FACTS.md §5): the same class, image, audio and evaluation as ours; only the
 checkpoint differs. (LVS's own repo uses other transforms, §5 "Differences"; sslrt follows the
 evaluator the paper compares with.)"""
-from sslrt.spec.base import CheckpointSpec, ModelSpec
+from dataclasses import replace
+
+from sslrt.spec.base import CheckpointSpec
 from sslrt.spec.ours import SPEC as OURS
 
-SPEC = ModelSpec(
+SPEC = replace(
+    OURS,
     name="lvs",
     title="Chen et al., Localizing Visual Sounds the Hard Way (CVPR 2021)",
-    architecture="lvs_resnet18",
-    image=OURS.image,
-    audio=OURS.audio,
     checkpoint=CheckpointSpec(
         # {'model_state_dict': DataParallel(AVENet).state_dict()}: 'module.' keys, all three stems and
         # fc in both towers, no training heads (peer_keys_lvs.json; SA:test.py:135-146).
@@ -21,11 +21,5 @@ SPEC = ModelSpec(
                  "audnet.conv1.", "audnet.conv1_flow.", "audnet.fc."),
         strict=True,
     ),
-    map_size=14,
-    heatmap_scale=1.0,
-    eval_upsample={"vggss": "cv2_linear", "flickr": "bilinear_align_corners", "is3": "bilinear_align_corners"},
-    run_upsample="bilinear_align_corners",
-    sounding_threshold=0.6077,
-    sounding_units="cosine",
-    sounding_source="Juanola et al., ICASSP 2025 (vssl_eval scripts/infer_models.sh)",
+    sounding_threshold=0.6077,  # Juanola et al., ICASSP 2025, in the same units as ours
 )
