@@ -75,6 +75,17 @@ def checkpoint(args, work: Path) -> tuple[str, str, dict | None]:
     maker = SHARED / "golden" / "make_golden_checkpoint.py"
     if args.checkpoint:
         return args.checkpoint, f"user checkpoint {args.checkpoint}", None
+    if args.family != "ours":  # a peer family: its released layout, and the official code's heatmaps
+        import torch
+
+        peers = SHARED / "golden" / "peers"
+        spec = importlib.util.spec_from_file_location("make_peer_checkpoint", peers / "make_peer_checkpoint.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        path = work / f"{args.family}.pth"
+        torch.save(mod.build(args.family, "default", False), path)
+        golden = json.loads((peers / "golden_peers.json").read_text())["families"][args.family]
+        return str(path), f"{args.family} checkpoint of ../shared/golden/peers (full width, random weights, released layout)", golden
     if maker.is_file() and not args.random:
         import torch
 
@@ -91,11 +102,11 @@ def checkpoint(args, work: Path) -> tuple[str, str, dict | None]:
     return str(path), f"random checkpoint, width {args.width} (seed {args.seed})", None
 
 
-def inputs(n: int, seed: int):
+def inputs(n: int, seed: int, spec):
     from sslrt.export.onnx import parity_inputs
     from sslrt.preprocess import audio_to_spectrogram, image_to_tensor, load_image
 
-    image, audio, _ = parity_inputs(n=n, seed=seed)
+    image, audio, _ = parity_inputs(spec, n=n, seed=seed)
     names = [f"generated #{seed + k}" for k in range(n)]
     samples = SHARED / "samples"
     real = [(samples / i, samples / a) for i, a in REAL_PAIRS if (samples / i).is_file() and (samples / a).is_file()]
@@ -103,8 +114,8 @@ def inputs(n: int, seed: int):
         print("parity: soundfile is not installed: the real pairs are left out", file=sys.stderr)
         real = []
     if real:
-        image = np.concatenate([image, np.stack([image_to_tensor(load_image(i)) for i, _ in real])])
-        audio = np.concatenate([audio, np.stack([audio_to_spectrogram(a) for _, a in real])])
+        image = np.concatenate([image, np.stack([image_to_tensor(load_image(i), spec.image) for i, _ in real])])
+        audio = np.concatenate([audio, np.stack([audio_to_spectrogram(a, spec.audio) for _, a in real])])
         names += [f"{i.name} + {a.name}" for i, a in real]
     return image, audio, names, len(real)
 
@@ -125,6 +136,8 @@ def main() -> int:
     ap.add_argument("--width", type=int, default=64, help="width of the random checkpoint when ../shared is absent (64 = full)")
     ap.add_argument("--random", action="store_true", help="use a random checkpoint even where ../shared is present")
     ap.add_argument("--checkpoint", help="a checkpoint of your own instead")
+    ap.add_argument("--family", default="ours", help="model family: ours (the golden checkpoint) or a peer family "
+                                                     "(its checkpoint from ../shared/golden/peers); also names a --checkpoint's family")
     ap.add_argument("--batch-size", type=int, default=8, help="a multiple-of-8 batch also exercises the CUDA-graph rows")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "parity_report"), help="report path without suffix")
     args = ap.parse_args()
@@ -142,18 +155,21 @@ def main() -> int:
         exports, export_error = {}, None
         try:
             exports["fp16"] = export_checkpoint(ckpt, str(work / "export16"), targets=["onnx_fp16"]
-                                                + (["tensorrt_fp16"] if "tensorrt" in available else []))
+                                                + (["tensorrt_fp16"] if "tensorrt" in available else []), family=args.family)
             if "tensorrt" in available:
-                exports["fp32"] = export_checkpoint(ckpt, str(work / "export32"), targets=["tensorrt_fp32"])
+                exports["fp32"] = export_checkpoint(ckpt, str(work / "export32"), targets=["tensorrt_fp32"], family=args.family)
         except SslrtError as exc:  # e.g. onnx missing: the torch rows can still be measured
             export_error = f"export failed: {exc}"
             print(f"parity: {export_error}", file=sys.stderr)
-        image, audio, names, n_real = inputs(args.pairs, args.seed)
+        from sslrt.spec import get_spec
+
+        spec = get_spec(args.family)
+        image, audio, names, n_real = inputs(args.pairs, args.seed, spec)
         print(f"inputs: {args.pairs} generated + {n_real} real pairs; backends here: {', '.join(sorted(available))}", file=sys.stderr)
 
         from sslrt.engines.torch import TorchEngine
 
-        reference = TorchEngine(ckpt)
+        reference = TorchEngine(ckpt, spec=spec)
         reference.load()
         ref_heat, ref_ms = run_all(reference, image, audio, args.batch_size)
         golden_check = None
@@ -173,7 +189,7 @@ def main() -> int:
                 rows.append(row)
                 continue
             if backend.startswith("torch"):
-                source = resolve_model(ckpt)
+                source = resolve_model(ckpt, family=args.family, export=False)
             elif backend == "tensorrt":
                 source = resolve_model(exports.get(precision, exports["fp16"]).directory)
             else:
