@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import Iterable
 
-from sslrt.engines.base import Artifact, BackendRow, Engine, EngineOptions, TensorSpec
+from sslrt.engines.base import MAX_BATCH_SIZE, Artifact, BackendRow, Engine, EngineOptions, TensorSpec, check_batch_size, \
+    check_threads, max_threads
 from sslrt.errors import BackendUnavailable, SslrtError
 from sslrt.graphs import GRAPHS, artifact_key
 
@@ -125,6 +126,7 @@ def create_engine(backend: str, model, precision: str | None = "fp32", graph: st
                   notify=None) -> Engine:
     """Open one graph of a resolved model (sslrt.resolve.ResolvedModel) on `backend` ("auto"
     allowed); the engine is loaded and ready to run. Never exports."""
+    threads = check_threads(threads)
     row, precision = resolve_backend(backend, model.artifacts, precision, available, notify)
     if cuda_graph and not row.cuda_graph:
         supported = ", ".join(r.name for r in backend_table().values() if r.cuda_graph)
@@ -155,6 +157,7 @@ def cuda_device_count() -> int:
     return count()
 
 
-__all__ = ["Artifact", "BackendRow", "Engine", "EngineOptions", "TensorSpec", "PRECISIONS", "available_backends",
+__all__ = ["Artifact", "BackendRow", "Engine", "EngineOptions", "TensorSpec", "PRECISIONS", "MAX_BATCH_SIZE",
+           "available_backends", "check_batch_size", "check_threads", "max_threads",
            "backend_names", "backend_table", "choose_backend", "create_engine", "cuda_device_count", "get_row",
            "graphs_for", "resolve_backend", "row_artifact_key"]
