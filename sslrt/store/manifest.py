@@ -118,12 +118,18 @@ class ExportedModel:
     def checkpoint_path(self) -> str | None:
         """Absolute path of the source checkpoint; a relative one is relative to the directory
         (how a shipped export names the checkpoint beside it)."""
-        path = self.manifest.get("checkpoint", {}).get("path")
-        return os.path.normpath(os.path.join(self.directory, path)) if path else None
+        path = self._checkpoint_field("path")
+        return os.path.normpath(os.path.join(self.directory, path)) if path and "\x00" not in path else None
 
     @property
     def checkpoint_sha256(self) -> str | None:
-        return self.manifest.get("checkpoint", {}).get("sha256")
+        return self._checkpoint_field("sha256")
+
+    def _checkpoint_field(self, name: str) -> str | None:
+        """A string field of the manifest's 'checkpoint' record; None where it is absent or malformed."""
+        record = self.manifest.get("checkpoint")
+        value = record.get(name) if isinstance(record, dict) else None
+        return value if isinstance(value, str) else None
 
 
 def _inside(directory: str, name: str, what: str) -> str:
