@@ -58,7 +58,6 @@ def read_pairs_csv(path: str) -> list[tuple[str, str]]:
         raise SslrtError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: the pairs file holds a NUL byte: "
                          "not a text file")
     reader = csv.reader(io.StringIO(text, newline=""))
-    lineno = 0
     try:
         for row in reader:
             lineno = reader.line_num
@@ -301,8 +300,15 @@ def bench(
         batches = [int(b) for b in split(batch)]
     except ValueError:
         raise SslrtError(f"--batch must be comma-separated integers, got {batch!r}") from None
-    if not batches or min(batches) < 1:
+    if not batches:
         raise SslrtError("--batch sizes must be >= 1")
+    from sslrt.engines.base import check_batch_size, check_threads
+
+    for b in batches:
+        check_batch_size(b, "--batch sizes")
+    check_threads(threads, "--threads")
+    if e2e_pairs < 1 or e2e_pairs > 100_000:
+        raise SslrtError(f"--e2e-pairs must be between 1 and 100000, got {e2e_pairs}")
     scopes = tuple(split(scope))
     if not scopes or set(scopes) - {"engine", "e2e"}:
         raise SslrtError(f"--scope takes engine and/or e2e, got {scope!r}")

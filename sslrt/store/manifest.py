@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from sslrt.config import ModelConfig
-from sslrt.errors import SslrtError
+from sslrt.errors import SslrtError, first_line
 from sslrt.spec import ModelSpec, spec_from_manifest
 
 MANIFEST = "manifest.json"
@@ -59,8 +59,11 @@ class ExportedModel:
     def __post_init__(self) -> None:
         try:
             self.config = ModelConfig.from_dict(self.manifest["model"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SslrtError(f"manifest 'model' is malformed ({type(exc).__name__}: {exc}): re-export: {self.directory}") from None
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise SslrtError(f"manifest 'model' is malformed ({type(exc).__name__}: {first_line(exc)[:100]}): "
+                             f"re-export: {self.directory}") from None
+        if not 1 <= self.config.width <= 4096:
+            raise SslrtError(f"manifest 'model' is malformed (width {self.config.width}): re-export: {self.directory}")
         self.spec = spec_from_manifest(self.manifest.get("spec"))
 
     @property
