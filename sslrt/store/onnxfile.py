@@ -4,8 +4,9 @@ element types and shapes.
 
 A minimal reader of the protobuf wire format, walking only the fields of ModelProto that say
 this (graph -> initializers, nodes -> attributes -> subgraphs); tensor payloads are skipped by
-their length, never copied. Used by the exporter to record a graph's external-data files and
-fingerprint in the manifest, and by the runtime to check a graph before it is loaded.
+their length, never copied. Used by the exporter to record a graph's external-data files in the
+manifest, and by the runtime to check a graph before it is loaded (external data hashed and
+inside the export; precision and width as the manifest says).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ _ATTR_T, _ATTR_G, _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE_TENSOR, _ATTR_SPARSE
 _SPARSE_VALUES, _SPARSE_INDICES = 1, 2
 _TENSOR_DIMS, _TENSOR_DATA_TYPE, _TENSOR_NAME, _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 1, 2, 8, 13, 14
 _ENTRY_KEY, _ENTRY_VALUE = 1, 2
-FLOAT16, INT8, UINT8 = 10, 3, 2
+FLOAT16 = 10  # TensorProto.DataType
 
 # Operators that only a quantized graph holds.
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
