@@ -6,9 +6,12 @@ stdout alone, progress and warnings to stderr.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -33,28 +36,73 @@ def _progress(msg: str) -> None:
 
 
 def read_pairs_csv(path: str) -> list[tuple[str, str]]:
-    """`image,audio` per line (a header line `image,audio` is allowed); relative paths are relative to the CSV."""
+    """`image,audio` per line (a header line `image,audio` is allowed); relative paths are relative to the CSV.
+
+    The file is UTF-8 text (a byte-order mark is allowed); anything else is one line of error."""
     if not os.path.isfile(path):
         raise SslrtError(f"pairs file not found: {path}")
     base = os.path.dirname(os.path.abspath(path))
     pairs = []
-    with open(path, newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise SslrtError(f"pairs file cannot be read: {path}: {exc.strerror or type(exc).__name__}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        lineno = data[:exc.start].count(b"\n") + 1
+        raise SslrtError(f"{path}:{lineno}: the pairs file is not UTF-8 text (byte {data[exc.start]:#04x}): "
+                         "save it as UTF-8") from None
+    if "\x00" in text:
+        raise SslrtError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: the pairs file holds a NUL byte: "
+                         "not a text file")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            lineno = reader.line_num
             row = [c.strip() for c in row]
             if not row or not any(row) or row[0].startswith("#"):
                 continue
-            if lineno == 1 and [c.lower() for c in row[:2]] == ["image", "audio"]:
+            if not pairs and [c.lower() for c in row[:2]] == ["image", "audio"]:
                 continue
             if len(row) < 2 or not row[0] or not row[1]:
-                raise SslrtError(f"{path}:{lineno}: expected 'image,audio', got {','.join(row)!r}")
+                shown = ",".join(row)
+                raise SslrtError(f"{path}:{lineno}: expected 'image,audio', got {shown[:200]!r}")
             pairs.append(tuple(os.path.join(base, c) for c in row[:2]))
+    except csv.Error as exc:
+        raise SslrtError(f"{path}:{reader.line_num}: not a CSV line ({exc})") from None
     if not pairs:
         raise SslrtError(f"pairs file has no pairs: {path}")
     for image, audio in pairs:
         for p in (image, audio):
             if not os.path.isfile(p):
-                raise SslrtError(f"{path}: file not found: {p}")
+                raise SslrtError(f"{path}: file not found: {p!r}"[:400])
     return pairs
+
+
+def _overlay_name(image: str, audio: str, row: int, taken: set[str]) -> str:
+    """IMAGE-STEM__AUDIO-STEM.png, with the pair's row number where another pair of the run has
+    that name already (d1/x.jpg,d1/y.wav and d2/x.jpg,d2/y.wav)."""
+    base = f"{Path(image).stem}__{Path(audio).stem}"
+    name, n = f"{base}.png", 0
+    while name in taken:
+        n += 1
+        name = f"{base}_{row}.png" if n == 1 else f"{base}_{row}_{n}.png"
+    taken.add(name)
+    return name
+
+
+CHECKPOINT_SUFFIXES = (".pth.tar", ".pth", ".pt", ".tar", ".ckpt")
+
+
+def export_stem(name: str) -> str:
+    """A checkpoint's file name without its checkpoint suffix (my.model.v2.pth -> my.model.v2);
+    other dots are part of the name."""
+    for suffix in CHECKPOINT_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[:-len(suffix)]
+    return name
 
 
 def _default_model() -> str:
@@ -114,7 +162,7 @@ def export(
         from sslrt.export.tensorrt import parse_profile
 
         profile = parse_profile(batch)
-    out = output or checkpoint.with_name(checkpoint.name.split(".")[0] + "_sslrt")
+    out = output or checkpoint.with_name(export_stem(checkpoint.name) + "_sslrt")
     pairs = read_pairs_csv(str(parity_pairs)) if parity_pairs else None
     calib = read_pairs_csv(str(calibration_pairs)) if calibration_pairs else None
     exported = export_checkpoint(str(checkpoint), str(out), targets=targets, opset=opset, simplify=simplify,
@@ -198,7 +246,8 @@ def run(
                                                        help="'No sound source' threshold in the family's units (default: the family's published one)."),
 ):
     """Localize the sound of AUDIO in IMAGE (or of every pair in --pairs)."""
-    from sslrt.runtime.overlay import render_overlay, save_png
+    from sslrt.engines.base import check_batch_size
+    from sslrt.runtime.overlay import check_picture_path, render_overlay, save_png
     from sslrt.runtime.pipeline import Localizer
 
     if pairs is not None:
@@ -211,26 +260,28 @@ def run(
         pair_list = [(str(image), str(audio))]
     if save is not None and len(pair_list) != 1:
         raise SslrtError("--save writes one overlay; with --pairs use --save-dir")
+    if save is not None:
+        check_picture_path(save, "overlay (--save)")
     if save_dir is not None and not save_dir.is_dir():
         raise SslrtError(f"--save-dir folder does not exist: {save_dir}")
-    if batch_size < 1:
-        raise SslrtError("--batch-size must be >= 1")
+    check_batch_size(batch_size, "--batch-size")
 
     localizer = Localizer.open(str(model) if model else None, backend=backend, precision=precision,
                                threads=threads, progress=_progress, cuda_graph=cuda_graph, notify=lambda m: _err(f"sslrt: {m}"),
                                family=family, sounding_threshold=sounding_threshold, reuse_embeddings=reuse_embeddings)
     results = []
     overlays = []  # written only after every pair succeeded: a failed run leaves no partial output
+    taken: set[str] = set()  # names given in this run: two pairs never share an overlay file
     with _progress_bar(len(pair_list) > 1) as bar:
         task = bar.add_task("localizing", total=len(pair_list)) if bar else None
-        for res in localizer.localize_many(pair_list, batch_size=batch_size):
+        for row, res in enumerate(localizer.localize_many(pair_list, batch_size=batch_size), start=1):
             results.append(res)
             for w in res.warnings:
                 _err(f"warning: {w}")
             if save is not None or save_dir is not None:
                 from sslrt.preprocess import load_image
 
-                target = save if save is not None else save_dir / f"{Path(res.image).stem}__{Path(res.audio).stem}.png"
+                target = save if save is not None else save_dir / _overlay_name(res.image, res.audio, row, taken)
                 overlays.append((target, render_overlay(load_image(res.image), res.heatmap, res.bbox, res.peak,
                                                         sounding=res.sounding)))
             if bar:
@@ -276,8 +327,15 @@ def bench(
         batches = [int(b) for b in split(batch)]
     except ValueError:
         raise SslrtError(f"--batch must be comma-separated integers, got {batch!r}") from None
-    if not batches or min(batches) < 1:
+    if not batches:
         raise SslrtError("--batch sizes must be >= 1")
+    from sslrt.engines.base import check_batch_size, check_threads
+
+    for b in batches:
+        check_batch_size(b, "--batch sizes")
+    check_threads(threads, "--threads")
+    if e2e_pairs < 1 or e2e_pairs > 100_000:
+        raise SslrtError(f"--e2e-pairs must be between 1 and 100000, got {e2e_pairs}")
     scopes = tuple(split(scope))
     if not scopes or set(scopes) - {"engine", "e2e"}:
         raise SslrtError(f"--scope takes engine and/or e2e, got {scope!r}")
@@ -339,13 +397,16 @@ def evaluate(
 ):
     """Evaluate on VGG-SS, Flickr-SoundNet or IS3 with the official metrics (resumable)."""
     from sslrt.datasets import DATASETS
-    from sslrt.measure.evaluation import run_evaluation
+    from sslrt.measure.evaluation import check_options, run_evaluation
     from sslrt.runtime.pipeline import Localizer
 
     if dataset not in DATASETS:
         raise SslrtError(f"unknown dataset {dataset!r}: choose from {', '.join(DATASETS)}")
     if not root.is_dir():
         raise SslrtError(f"--root folder not found: {root}")
+    check_options(str(out), batch_size, retrieval, limit)
+    if json_file is not None and json_file.is_dir():
+        raise SslrtError(f"--json must name a file, and {json_file} is a folder")
     if models_list is not None:
         if model is not None or family is not None:
             raise SslrtError("give either --model (with --family) or --models")
@@ -438,27 +499,72 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Sound source localization engine for the ICCV 2023 cross-modal alignment model and its peers."""
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: unwinds like KeyboardInterrupt (every `finally` runs, so
+    staging folders and temp files are removed), but is not caught by the CLI framework, which
+    would print a blank line of its own."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _install_signal_handlers() -> dict:
+    """SIGINT and SIGTERM -> Interrupted in the main thread, once: a second signal while the first
+    unwinds is ignored, so the cleanup it runs is not cut short. Returns the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    fired = []
+
+    def handler(signum, frame):
+        if fired:
+            return
+        fired.append(signum)
+        raise Interrupted(signum)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            if signal.getsignal(sig) is signal.SIG_IGN:  # ignored by whoever started us (nohup, &): keep it so
+                continue
+            previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):
+            pass
+    return previous
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split("\n")).replace("\r", " ")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors -> one line on stderr, exit code 2; interruption -> 130;
-    warnings -> one line each."""
+    """Console entry point: user errors -> one line on stderr, exit code 2; interruption (SIGINT,
+    Ctrl-C) -> "interrupted", exit code 130 (SIGTERM: 143), after cleanup; warnings -> one line each."""
     def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-        _err(f"warning: {message}")
+        _err(f"warning: {_one_line(message)}")
 
     warnings.showwarning = _one_line_warning
+    previous = _install_signal_handlers()
     try:
         code = app(args=argv, prog_name="sslrt", standalone_mode=False)
     except SslrtError as exc:
-        _err(f"error: {exc}")
+        _err(f"error: {_one_line(exc)}")
         sys.exit(2)
+    except Interrupted as exc:
+        _err("interrupted")
+        sys.exit(128 + exc.signum)
     except (KeyboardInterrupt, typer.Abort):
         _err("interrupted")
         sys.exit(130)
     except Exception as exc:  # usage errors of the CLI framework (they carry an exit code)
         exit_code = getattr(exc, "exit_code", None)
         if exit_code is not None and hasattr(exc, "format_message"):
-            _err(f"error: {exc.format_message()}")
+            _err(f"error: {_one_line(exc.format_message())}")
             sys.exit(exit_code)
         raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     # Without standalone mode the framework returns an exit code instead of exiting (130 when it
     # caught the interruption itself); a code other than 0 must reach the shell.
     if isinstance(code, int) and code != 0:

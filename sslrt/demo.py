@@ -10,7 +10,10 @@ import json
 import os
 import time
 
+from sslrt.errors import SslrtError
 from sslrt.resolve import ASSETS, DEMO_EXPORT, demo_model_dir
+
+MAX_SEED = 2**32 - 1  # numpy's seeds
 
 
 def demo_model_info() -> dict:
@@ -37,9 +40,12 @@ def demo_input(seed: int):
 
 
 def run_demo(out: str | os.PathLike, seed: int = 7, backend: str = "onnxruntime") -> dict:
-    from sslrt.runtime.overlay import render_overlay, save_png
+    from sslrt.runtime.overlay import check_picture_path, render_overlay, save_png
     from sslrt.runtime.pipeline import Localizer
 
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise SslrtError(f"--seed must be between 0 and {MAX_SEED}, got {seed!r}")
+    check_picture_path(out, "demo overlay (--out)")
     t0 = time.perf_counter()
     rgb, wave, true_box, description = demo_input(seed)
     localizer = Localizer.open(demo_model_dir(), backend=backend)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from sslrt.errors import SslrtError
 from sslrt.spec import ModelSpec
-from sslrt.store.cache import export_cache_dir
+from sslrt.store.atomic import exclusive_lock
+from sslrt.store.cache import cache_root, export_cache_dir
 from sslrt.store.manifest import MANIFEST, ExportedModel, read_export, sha256_file
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "demo"
@@ -86,12 +87,29 @@ def resolve_model(model: str | os.PathLike | ResolvedModel | None, progress=None
         return ResolvedModel(None, checkpoint, identify_checkpoint(checkpoint, family))
     sha = sha256_file(checkpoint)
     cached = export_cache_dir(sha)
-    if (cached / MANIFEST).is_file():
-        exported = read_export(str(cached))
-        # The cache is keyed by content, but its folder is only trusted if its manifest says so.
-        if exported.checkpoint_sha256 == sha and (family is None or exported.spec.name == family):
-            return ResolvedModel(exported, checkpoint)
-    from sslrt.export import export_checkpoint  # needs torch: only for a checkpoint not exported yet
+    exported = _cached_export(cached, sha, family)
+    if exported is not None:
+        return ResolvedModel(exported, checkpoint)
+    # One exporter per checkpoint: a second process waits on the lock, then finds the export.
+    with exclusive_lock(str(cache_root() / "locks" / f"{cached.name}.lock")):
+        exported = _cached_export(cached, sha, family)
+        if exported is None:
+            from sslrt.export import export_checkpoint  # needs torch: only for a checkpoint not exported yet
 
-    exported = export_checkpoint(checkpoint, str(cached), progress=progress, family=family)
+            exported = export_checkpoint(checkpoint, str(cached), progress=progress, family=family)
     return ResolvedModel(exported, checkpoint)
+
+
+def _cached_export(cached: Path, sha: str, family: str | None) -> ExportedModel | None:
+    """The cache entry if it is an intact export of the checkpoint with this sha256 (its hashes
+    included); None where it must be (re)made. The cache is keyed by content, but a folder is
+    trusted only if its manifest records that content, and a damaged entry is ours to redo."""
+    if not (cached / MANIFEST).is_file():
+        return None
+    try:
+        exported = read_export(str(cached), verify_hashes=True)
+    except SslrtError:
+        return None
+    if exported.checkpoint_sha256 != sha or (family is not None and exported.spec.name != family):
+        return None
+    return exported

@@ -11,9 +11,11 @@ from __future__ import annotations
 import importlib
 from typing import Iterable
 
-from sslrt.engines.base import Artifact, BackendRow, Engine, EngineOptions, TensorSpec
+from sslrt.engines.base import MAX_BATCH_SIZE, Artifact, BackendRow, Engine, EngineOptions, TensorSpec, check_batch_size, \
+    check_threads, max_threads
 from sslrt.errors import BackendUnavailable, SslrtError
-from sslrt.graphs import GRAPHS, artifact_key
+from sslrt.graphs import GRAPH_IO, GRAPHS, OUTPUT_AUDIO_EMBEDDING, OUTPUT_HEATMAP, OUTPUT_IMAGE_EMBEDDING, artifact_key, \
+    input_shapes
 
 # The adapter modules, imported for their rows (each imports its runtime library only when a
 # probe or factory runs, so reading the table is cheap).
@@ -125,6 +127,7 @@ def create_engine(backend: str, model, precision: str | None = "fp32", graph: st
                   notify=None) -> Engine:
     """Open one graph of a resolved model (sslrt.resolve.ResolvedModel) on `backend` ("auto"
     allowed); the engine is loaded and ready to run. Never exports."""
+    threads = check_threads(threads)
     row, precision = resolve_backend(backend, model.artifacts, precision, available, notify)
     if cuda_graph and not row.cuda_graph:
         supported = ", ".join(r.name for r in backend_table().values() if r.cuda_graph)
@@ -145,7 +148,61 @@ def create_engine(backend: str, model, precision: str | None = "fp32", graph: st
         artifact = Artifact(row.name, precision, graph, key, model.exported.verified_path(key), model.artifacts[key], model.spec)
     engine = row.factory(artifact, EngineOptions(threads=threads, cuda_graph=cuda_graph))
     engine.load()
+    if key is not None:
+        try:
+            # SLAVC's embedding is its two heads' vectors side by side (model/network.py)
+            check_engine_io(engine, artifact, model.exported.config.embed_dim * model.spec.heads)
+        except BaseException:
+            engine.close()
+            raise
     return engine
+
+
+def expected_io(spec, graph: str, embed_dim: int) -> dict[str, tuple]:
+    """Per-sample shape of every tensor of `graph` for a family and a model width."""
+    shapes = input_shapes(spec)
+    m = spec.map_size
+    outputs = {OUTPUT_HEATMAP: (1, m, m), OUTPUT_IMAGE_EMBEDDING: (embed_dim, m, m), OUTPUT_AUDIO_EMBEDDING: (embed_dim,)}
+    ins, outs = GRAPH_IO[graph]
+    return {name: shapes[name] for name in ins} | {name: outputs[name] for name in outs}
+
+
+def _shape_text(specs) -> str:
+    return ", ".join(f"{s.name}{list(s.shape)}" for s in specs)
+
+
+def check_engine_io(engine: Engine, artifact: Artifact, embed_dim: int) -> None:
+    """A loaded graph is the one its manifest entry describes: the graph role of its key, the
+    tensors of that role (names and per-sample shapes, so swapped encoders or a graph of another
+    width are refused), and the inputs/outputs the exporter recorded. A manifest edited along with
+    its hashes still cannot make a graph run in a role it does not fit."""
+    entry, graph, file = artifact.entry, artifact.graph, artifact.entry.get("file", artifact.path)
+    role = entry.get("graph", graph)
+    if role != graph:
+        raise SslrtError(f"'{file}' is recorded as the {role} graph, but the manifest lists it as the {graph} graph: re-export")
+    want = expected_io(artifact.spec, graph, embed_dim)
+    got = {s.name: s for s in [*engine.inputs, *engine.outputs]}
+    if set(got) != set(want):
+        raise SslrtError(f"'{file}' is not the {graph} graph (its tensors: {_shape_text(got.values())}; the {graph} graph "
+                         f"has {', '.join(want)}): the manifest does not describe it: re-export")
+    for name, shape in want.items():
+        dims = tuple(got[name].shape[1:])
+        if len(dims) != len(shape) or any(isinstance(d, int) and d > 0 and d != w for d, w in zip(dims, shape)):
+            raise SslrtError(f"'{file}' ({graph} graph) has {name} of shape {list(got[name].shape)}, this model's is "
+                             f"{[None, *shape]}: the manifest does not describe it: re-export")
+    for side in ("inputs", "outputs"):
+        recorded = entry.get(side)
+        if recorded is None:
+            continue
+        try:
+            rec = {r["name"]: [d if isinstance(d, int) else None for d in r["shape"]] for r in recorded}
+        except (TypeError, KeyError):
+            raise SslrtError(f"manifest entry of '{file}' has malformed {side}: re-export") from None
+        actual = {s.name: [d if isinstance(d, int) and d > 0 else None for d in s.shape]
+                  for s in (engine.inputs if side == "inputs" else engine.outputs)}
+        if set(rec) != set(actual) or any(len(rec[n]) != len(actual[n]) or any(
+                a is not None and r is not None and a != r for a, r in zip(rec[n], actual[n])) for n in rec):
+            raise SslrtError(f"'{file}' has {side} {actual}, its manifest entry records {rec}: re-export")
 
 
 def cuda_device_count() -> int:
@@ -155,6 +212,7 @@ def cuda_device_count() -> int:
     return count()
 
 
-__all__ = ["Artifact", "BackendRow", "Engine", "EngineOptions", "TensorSpec", "PRECISIONS", "available_backends",
+__all__ = ["Artifact", "BackendRow", "Engine", "EngineOptions", "TensorSpec", "PRECISIONS", "MAX_BATCH_SIZE",
+           "available_backends", "check_batch_size", "check_threads", "max_threads",
            "backend_names", "backend_table", "choose_backend", "create_engine", "cuda_device_count", "get_row",
            "graphs_for", "resolve_backend", "row_artifact_key"]

@@ -5,6 +5,7 @@ preprocessing or heatmap semantics: those live in runtime/.
 """
 from __future__ import annotations
 
+import os
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -13,6 +14,35 @@ from typing import Callable
 import numpy as np
 
 from sslrt.errors import SslrtError
+
+# Limits on what a caller may ask for: beyond them a request only exhausts the machine (100,000
+# intra-op threads start ~32,000 threads and 17 GB before ONNX Runtime gives up).
+MAX_BATCH_SIZE = 1024  # pairs per engine call
+
+
+def max_threads() -> int:
+    """The most intra-op threads an engine may be given: 4 per core."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(threads, what: str = "threads") -> int | None:
+    """`threads` (None: the engine's default) checked to be an int in 1..max_threads()."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise SslrtError(f"{what} must be a whole number, got {threads!r}")
+    if not 1 <= threads <= max_threads():
+        raise SslrtError(f"{what} must be between 1 and {max_threads()} (4 per core), got {threads}")
+    return threads
+
+
+def check_batch_size(batch_size, what: str = "batch size") -> int:
+    """A batch size checked to be an int in 1..MAX_BATCH_SIZE."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise SslrtError(f"{what} must be a whole number, got {batch_size!r}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise SslrtError(f"{what} must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}")
+    return batch_size
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,16 @@ DEFAULT_OPSET = 17
 SIMPLIFY_TOLERANCE = 1e-5
 
 
+def max_opset() -> int:
+    """The newest opset the TorchScript exporter of the installed torch writes (20 where unknown)."""
+    try:
+        from torch.onnx import _constants
+
+        return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET))
+    except Exception:  # noqa: BLE001 - no torch (refused later), or a torch without the constant
+        return 20
+
+
 def require_export_deps():
     try:
         import onnx  # noqa: F401

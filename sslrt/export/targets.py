@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from sslrt.errors import BackendUnavailable, SslrtError
-from sslrt.export.onnx import DEFAULT_OPSET, library_versions, onnx_filename, parity_inputs, require_export_deps
+from sslrt.export.onnx import DEFAULT_OPSET, library_versions, max_opset, onnx_filename, parity_inputs, require_export_deps
 from sslrt.graphs import GRAPH_IO, GRAPHS, INPUT_AUDIO, INPUT_IMAGE, OUTPUT_AUDIO_EMBEDDING, OUTPUT_HEATMAP, \
     OUTPUT_IMAGE_EMBEDDING, artifact_key, cosine_map
 from sslrt.store.atomic import staging_dir, write_json_atomic
@@ -280,6 +280,19 @@ def targets_table() -> list[dict]:
              "available": not t.missing(), "missing": t.missing(), "description": t.description} for t in EXPORT_TARGETS]
 
 
+def _check_output(checkpoint: str, out_dir: str) -> None:
+    """The export directory may be new or an earlier export, never a file (the checkpoint included)."""
+    if not os.path.isfile(checkpoint):
+        raise SslrtError(f"checkpoint not found: {checkpoint}")
+    if os.path.exists(out_dir) and os.path.realpath(out_dir) == os.path.realpath(checkpoint):
+        raise SslrtError(f"the export directory cannot be the checkpoint itself: {out_dir}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SslrtError(f"the export directory {out_dir} is a file: give a folder (-o)")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise SslrtError(f"cannot create the export directory {out_dir}: {parent} is a file")
+
+
 def export_checkpoint(checkpoint: str, out_dir: str, targets: list[str] | None = None, opset: int = DEFAULT_OPSET,
                       simplify: bool = True, parity_pairs: list[tuple[str, str]] | None = None, encoders: bool = True,
                       calibration_pairs: list[tuple[str, str]] | None = None, progress=None, batch=None,
@@ -301,8 +314,11 @@ def export_checkpoint(checkpoint: str, out_dir: str, targets: list[str] | None =
     if not any(t.format == "tensorrt" for t in selected) and (batch is not None or workspace_mib is not None
                                                                or timing_cache is not None):
         raise SslrtError("--batch, --workspace and --timing-cache apply to --format tensorrt")
-    if opset < 17:
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 17:
         raise SslrtError(f"opset {opset} is too old: sslrt exports opset >= 17")
+    if opset > max_opset():
+        raise SslrtError(f"opset {opset} is newer than this exporter writes (17 to {max_opset()})")
+    _check_output(checkpoint, out_dir)
     for target in selected:  # fail before the slow work
         if target.format == "tensorrt":
             from sslrt.engines.tensorrt import INSTALL, load_error

@@ -33,14 +33,32 @@ def render_overlay(rgb: np.ndarray, heatmap: np.ndarray, bbox: list[float], peak
     return out
 
 
-def save_png(path: str | os.PathLike, bgr: np.ndarray) -> None:
-    """Write atomically: a reader never sees half a PNG, a failure leaves none."""
+# What an overlay may be written as: the file's extension says the format.
+PICTURE_FORMATS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}
+
+
+def check_picture_path(path: str | os.PathLike, what: str = "overlay") -> str:
+    """The encoder extension for writing a picture to `path`; one-line errors for a folder, an
+    unknown extension or a missing parent folder (checked before any work is done)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise SslrtError(f"cannot write the {what} to {path}: it is a folder (give a file name ending in .png or .jpg)")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in PICTURE_FORMATS:
+        raise SslrtError(f"cannot write the {what} to {path}: the name must end in .png, .jpg or .jpeg")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise SslrtError(f"cannot write {path}: folder {folder} does not exist")
-    with atomic_path(path, suffix=".png") as tmp:
-        ok, data = cv2.imencode(".png", bgr)
+    return PICTURE_FORMATS[ext]
+
+
+def save_png(path: str | os.PathLike, bgr: np.ndarray) -> None:
+    """Write atomically, as PNG or JPEG by the name's extension: a reader never sees half a
+    picture, a failure leaves none."""
+    path = os.fspath(path)
+    ext = check_picture_path(path)
+    with atomic_path(path, suffix=ext) as tmp:
+        ok, data = cv2.imencode(ext, bgr)
         if not ok:
             raise SslrtError(f"could not encode the overlay for {path}")
         data.tofile(tmp)

@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from sslrt.engines import Engine, create_engine, get_row, graphs_for, resolve_backend
+from sslrt.engines import Engine, check_batch_size, check_threads, create_engine, get_row, graphs_for, resolve_backend
 from sslrt.errors import AudioInputWarning, SslrtError
 from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_AUDIO_EMBEDDING, OUTPUT_HEATMAP, OUTPUT_IMAGE_EMBEDDING, cosine_map
 from sslrt.preprocess import image_to_tensor, load_image, spectrogram_from_waveform
@@ -254,6 +254,7 @@ class Localizer:
         `notify` receives the line that says what auto chose. With `reuse_embeddings` and encoder
         graphs in the export, the encoders run instead of the fused graph. Exactly the sessions
         that will run are opened."""
+        check_threads(threads)  # before any export or session: a bad count fails at once
         # The PyTorch reference runs the checkpoint itself: a checkpoint is then not exported.
         reference_only = backend != "auto" and get_row(backend).artifact == "checkpoint"
         resolved = resolve_model(model, progress=progress, family=family, export=not reference_only)
@@ -348,6 +349,7 @@ class Localizer:
         With `workers` > 0, decoding and preprocessing of the next batches run in a thread pool
         while the engine runs the current one (OpenCV, NumPy, SciPy and the engines release the GIL).
         """
+        check_batch_size(batch_size)
         prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache, self.spec)  # noqa: E731
         if workers <= 0:
             for batch in _batches(pairs, batch_size):

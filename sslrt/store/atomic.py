@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -43,18 +44,54 @@ def write_json_atomic(path: str, obj) -> None:
             f.write("\n")
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # another user's process: alive as far as we can tell
+    return True
+
+
+def remove_stale_staging(final_dir: str) -> list[str]:
+    """Remove the staging folders of `final_dir` left by writers that were killed (SIGKILL, power
+    loss: no `finally` ran). A staging folder is named .NAME.PID.XXXX.tmp; one whose PID is no
+    longer running is stale. Folders of running writers (concurrent exports) are left alone.
+    Returns the removed paths."""
+    final_dir = os.path.abspath(final_dir)
+    parent, name = os.path.dirname(final_dir), os.path.basename(final_dir)
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.[^/]*\.tmp$")
+    removed = []
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.match(entry)
+        path = os.path.join(parent, entry)
+        if m and os.path.isdir(path) and not os.path.islink(path) and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def staging_dir(final_dir: str):
     """Build a directory's content in a sibling temp folder, then publish it.
 
     A new directory is published by one rename. An existing one first loses its manifest (so a
     reader sees "not an export" rather than a manifest describing old files), then receives each
-    file by rename, manifest.json last.
+    file by rename, manifest.json last. The temp folder carries the writer's PID, so the staging
+    folders of killed writers are removed by the next writer of the same directory.
     """
     final_dir = os.path.abspath(final_dir)
     parent = os.path.dirname(final_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.", suffix=".tmp", dir=parent)
+    remove_stale_staging(final_dir)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.{os.getpid()}.", suffix=".tmp", dir=parent)
     try:
         yield tmp
         # mkdtemp/mkstemp make private files; an export is meant to be shared like any other output.
@@ -72,3 +109,22 @@ def staging_dir(final_dir: str):
             os.replace(os.path.join(tmp, name), os.path.join(final_dir, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str):
+    """Hold an exclusive lock on the file `path` (created if needed) while the block runs: two
+    processes exporting one checkpoint into the cache take turns, and the second finds the first's
+    export. Where the platform has no flock the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    with open(path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

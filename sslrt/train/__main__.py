@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 
+from sslrt.errors import SslrtError
 from sslrt.train.trainer import TrainConfig, train
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line (sslrt's rule for bad input), not usage + message
+        raise SslrtError(f"train: {message}")
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sslrt.train", description=__doc__)
+    parser = _Parser(prog="python -m sslrt.train", description=__doc__)
     for field in dataclasses.fields(TrainConfig):
         default = field.default
         flag = "--" + field.name.replace("_", "-")
@@ -18,8 +25,12 @@ def main(argv=None) -> None:
             kind = float if isinstance(default, float) else int if isinstance(default, int) else str
             parser.add_argument(flag, type=kind, default=default)
     args = parser.parse_args(argv)
-    train(TrainConfig(**vars(args)))
+    train(TrainConfig(**vars(args)).check())
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SslrtError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

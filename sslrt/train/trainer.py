@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from sslrt.config import ModelConfig
+from sslrt.errors import SslrtError
 from sslrt.synthetic.datasets import IS3_ANNOTATION
 from sslrt.model.checkpoint import save_checkpoint
 from sslrt.model.network import SoundLocalizer
@@ -58,6 +59,38 @@ class TrainConfig:
     progress: bool = True
 
 
+    def check(self) -> "TrainConfig":
+        """One-line errors for settings that cannot train (before any file is written)."""
+        from sslrt.engines.base import max_threads
+
+        def whole(name: str, low: int, high: int | None = None) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+                bound = f"between {low} and {high}" if high is not None else f">= {low}"
+                raise SslrtError(f"--{name.replace('_', '-')} must be {bound}, got {value!r}")
+
+        whole("width", 1, 256)
+        whole("epochs", 1)
+        whole("batch_size", 1, 4096)
+        whole("views", 1, 16)
+        whole("audio_frames", 1, 299)
+        whole("train_images", max(1, self.batch_size) if isinstance(self.batch_size, int) else 1)
+        whole("heldout_images", 1)
+        whole("seed", 0, 2**32 - 1)
+        whole("heldout_seed", 0, 2**32 - 1)
+        whole("threads", 1, max_threads())
+        for name in ("lr", "weight_decay", "warmup_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+                    or (name == "lr" and value == 0) or (name == "warmup_fraction" and value > 1):
+                raise SslrtError(f"--{name.replace('_', '-')} is out of range: {value!r}")
+        if os.path.exists(self.out_dir) and not os.path.isdir(self.out_dir):
+            raise SslrtError(f"--out-dir must be a folder, and {self.out_dir} is a file")
+        if self.export and os.path.isdir(self.export):
+            raise SslrtError(f"--export must name a checkpoint file, and {self.export} is a folder")
+        return self
+
+
 def learning_rate(step: int, total: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to zero: a pure function of the step, so resuming needs no scheduler state."""
     warmup = max(1, int(total * cfg.warmup_fraction))
@@ -81,6 +114,7 @@ def evaluate(model: SoundLocalizer, data: TensorSet, batch_size: int = 64) -> di
 
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) a training; returns {'history': [...], 'random': metrics, 'final': metrics}."""
+    cfg.check()
     torch.set_num_threads(cfg.threads)
     os.makedirs(cfg.out_dir, exist_ok=True)
     t_start = time.time()

@@ -1,0 +1,220 @@
+"""Issue 14, the command side: hostile options and files end as one line on stderr and exit 2,
+leaving nothing behind; limits on threads and batch sizes; overlay names and formats."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from sslrt.errors import SslrtError
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def assert_one_line_exit_2(args, capsys, folder: Path, fragment: str = ""):
+    """The command fails with exit 2, one line on stderr, nothing on stdout, and `folder` holds
+    exactly what it held before."""
+    before = _listing(folder)
+    code, out, err = run_cli(args, capsys)
+    assert code == 2, (args, code, err)
+    assert out == "", (args, out)
+    assert err.count("\n") == 1 and err.startswith("error: "), (args, err)
+    assert fragment in err, (args, err)
+    assert _listing(folder) == before, (args, set(_listing(folder)) ^ set(before))
+    return err
+
+
+# -- limits ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("threads", ["100000", "0", "-3"])
+def test_run_threads_out_of_range(threads, tiny_export, media, tmp_path, capsys):
+    assert_one_line_exit_2(["run", media / "scene.jpg", media / "sound.wav", "-m", tiny_export.directory,
+                            "--threads", threads], capsys, tmp_path, "threads must be between 1 and")
+
+
+def test_api_threads_and_batch_size_limits(tiny_export, media):
+    import sslrt
+    from sslrt.engines import MAX_BATCH_SIZE, max_threads
+
+    with pytest.raises(SslrtError, match="between 1 and"):
+        sslrt.load(tiny_export.directory, threads=100000)
+    with pytest.raises(SslrtError, match="whole number"):
+        sslrt.load(tiny_export.directory, threads=2.5)
+    loc = sslrt.load(tiny_export.directory, threads=max_threads())  # the limit itself is allowed
+    pairs = [(str(media / "scene.jpg"), str(media / "sound.wav"))]
+    for bad in (0, -1, MAX_BATCH_SIZE + 1):
+        with pytest.raises(SslrtError, match="batch size must be between 1 and"):
+            list(loc.localize_many(pairs, batch_size=bad))
+    assert len(list(loc.localize_many(pairs, batch_size=MAX_BATCH_SIZE))) == 1
+
+
+@pytest.mark.parametrize("batch", ["0", "-1", "1025"])
+def test_run_batch_size_out_of_range(batch, tiny_export, media, tmp_path, capsys):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"{media}/scene.jpg,{media}/sound.wav\n")
+    assert_one_line_exit_2(["run", "--pairs", csv, "-m", tiny_export.directory, "--batch-size", batch], capsys, tmp_path,
+                           "--batch-size must be between 1 and 1024")
+
+
+# -- --pairs files --------------------------------------------------------------------------------
+def test_pairs_in_latin1_is_one_line(tiny_export, media, tmp_path, capsys):
+    csv = tmp_path / "pairs.csv"
+    csv.write_bytes(f"{media}/scene.jpg,{media}/sound.wav\n".encode() + "caf\u00e9.jpg,x.wav\n".encode("latin-1"))
+    err = assert_one_line_exit_2(["run", "--pairs", csv, "-m", tiny_export.directory], capsys, tmp_path, "not UTF-8")
+    assert "pairs.csv:2" in err
+
+
+def test_pairs_with_a_byte_order_mark_reads_the_first_path(tiny_export, media, tmp_path, capsys):
+    csv = tmp_path / "pairs.csv"
+    csv.write_bytes(b"\xef\xbb\xbf" + f"image,audio\n{media}/scene.jpg,{media}/sound.wav\n".encode())
+    code, out, err = run_cli(["run", "--pairs", csv, "-m", tiny_export.directory, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["count"] == 1
+
+
+def test_pairs_with_nul_bytes_or_a_huge_field(tiny_export, tmp_path, capsys):
+    csv = tmp_path / "pairs.csv"
+    csv.write_bytes(b"a.jpg,b.wav\n\x00\x00,\x00\n")
+    assert_one_line_exit_2(["run", "--pairs", csv, "-m", tiny_export.directory], capsys, tmp_path, "NUL")
+    csv.write_text('"' + "x" * 200_000 + '",b.wav\n')
+    assert_one_line_exit_2(["run", "--pairs", csv, "-m", tiny_export.directory], capsys, tmp_path, "not a CSV line")
+
+
+# -- overlays -------------------------------------------------------------------------------------
+def test_save_to_a_folder_or_an_unknown_format(tiny_export, media, tmp_path, capsys):
+    args = ["run", media / "scene.jpg", media / "sound.wav", "-m", tiny_export.directory, "--save"]
+    (tmp_path / "folder").mkdir()
+    assert_one_line_exit_2(args + [tmp_path / "folder"], capsys, tmp_path, "is a folder")
+    assert_one_line_exit_2(args + [tmp_path / "o.gif"], capsys, tmp_path, ".png, .jpg or .jpeg")
+    assert_one_line_exit_2(args + [tmp_path / "nope" / "o.png"], capsys, tmp_path, "does not exist")
+
+
+def test_save_writes_the_format_of_its_extension(tiny_export, media, tmp_path, capsys):
+    for name, magic in (("o.jpg", b"\xff\xd8\xff"), ("o.JPEG", b"\xff\xd8\xff"), ("o.png", b"\x89PNG")):
+        code, _, err = run_cli(["run", media / "scene.jpg", media / "sound.wav", "-m", tiny_export.directory,
+                                "--save", tmp_path / name], capsys)
+        assert code == 0, err
+        assert (tmp_path / name).read_bytes()[:len(magic)] == magic, name
+
+
+def test_save_dir_never_overwrites_within_a_run(tiny_export, media, tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    for d, colour in (("d1", 0), ("d2", 255)):
+        (tmp_path / d).mkdir()
+        cv2.imwrite(str(tmp_path / d / "x.jpg"), np.full((60, 80, 3), colour, np.uint8))
+        shutil.copyfile(media / "sound.wav", tmp_path / d / "y.wav")
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("d1/x.jpg,d1/y.wav\nd2/x.jpg,d2/y.wav\nd1/x.jpg,d1/y.wav\n")
+    out = tmp_path / "overlays"
+    out.mkdir()
+    code, stdout, err = run_cli(["run", "--pairs", csv, "-m", tiny_export.directory, "--save-dir", out], capsys)
+    assert code == 0, err
+    names = sorted(os.listdir(out))
+    assert names == ["x__y.png", "x__y_2.png", "x__y_3.png"], names
+    assert cv2.imread(str(out / "x__y.png")).mean() < cv2.imread(str(out / "x__y_2.png")).mean()
+
+
+# -- eval options ---------------------------------------------------------------------------------
+@pytest.fixture
+def is3_root(tmp_path):
+    from sslrt.synthetic.datasets import synthetic_is3_samples, write_is3
+
+    root = tmp_path / "data"
+    write_is3(root, synthetic_is3_samples(2, seed=5))
+    return root
+
+
+def test_eval_bad_options(is3_root, tiny_export, tmp_path, capsys):
+    base = ["eval", "-d", "is3", "--root", is3_root, "-m", tiny_export.directory]
+    assert_one_line_exit_2(base + ["-o", tmp_path / "o", "--batch-size", "0"], capsys, tmp_path, "--batch-size")
+    assert_one_line_exit_2(base + ["-o", tmp_path / "o", "--retrieval", "-1"], capsys, tmp_path, "--retrieval")
+    assert_one_line_exit_2(base + ["-o", tmp_path / "o", "--retrieval", "100000"], capsys, tmp_path, "--retrieval")
+    assert_one_line_exit_2(base + ["-o", tmp_path / "o", "--limit", "0"], capsys, tmp_path, "--limit")
+    (tmp_path / "afile").write_text("x")
+    assert_one_line_exit_2(base + ["-o", tmp_path / "afile"], capsys, tmp_path, "is a file")
+    assert_one_line_exit_2(base + ["-o", tmp_path / "o", "--json", tmp_path], capsys, tmp_path, "is a folder")
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{not json", b"[1, 2]", b"\xff\xfe\x00"])
+def test_eval_garbage_run_json(garbage, is3_root, tiny_export, tmp_path, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "run.json").write_bytes(garbage)
+    assert_one_line_exit_2(["eval", "-d", "is3", "--root", is3_root, "-m", tiny_export.directory, "-o", out], capsys,
+                           tmp_path, "run.json")
+
+
+def test_eval_foreign_per_sample_csv(is3_root, tiny_export, tmp_path, capsys):
+    out = tmp_path / "o"
+    args = ["eval", "-d", "is3", "--root", is3_root, "-m", tiny_export.directory, "-o", out]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    (out / "per_sample.csv").write_text("name,value\na,1\n")
+    assert_one_line_exit_2(args, capsys, tmp_path, "not a per_sample.csv")
+
+
+# -- demo, train, export ----------------------------------------------------------------------------
+def test_demo_bad_options(tmp_path, capsys):
+    assert_one_line_exit_2(["demo", "--seed", "-1", "-o", tmp_path / "d.png"], capsys, tmp_path, "--seed")
+    assert_one_line_exit_2(["demo", "--seed", str(2**40), "-o", tmp_path / "d.png"], capsys, tmp_path, "--seed")
+    assert_one_line_exit_2(["demo", "--out", tmp_path], capsys, tmp_path, "is a folder")
+    assert_one_line_exit_2(["demo", "--out", tmp_path / "d.bmp"], capsys, tmp_path, ".png, .jpg or .jpeg")
+
+
+def test_demo_writes_jpeg_by_extension(tmp_path, capsys):
+    code, _, err = run_cli(["demo", "-o", tmp_path / "d.jpg"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "d.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--train-images", "0"], "--train-images"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--train-images", "4", "--batch-size", "8"], "--train-images must be >= 8"),
+    (["--epochs", "0"], "--epochs"),
+    (["--threads", "100000"], "--threads"),
+    (["--lr", "nan"], "--lr"),
+    (["--width", "abc"], "invalid int value"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_train_bad_options(args, fragment, tmp_path, capsys):
+    assert_one_line_exit_2(["train", "--out-dir", tmp_path / "run", *args], capsys, tmp_path, fragment)
+
+
+def test_export_bad_options(tiny_checkpoint, tmp_path, capsys):
+    ckpt = tmp_path / "c.pth"
+    shutil.copyfile(tiny_checkpoint, ckpt)
+    (tmp_path / "afile").write_text("x")
+    assert_one_line_exit_2(["export", ckpt, "-o", tmp_path / "afile"], capsys, tmp_path, "is a file")
+    assert_one_line_exit_2(["export", ckpt, "-o", ckpt], capsys, tmp_path, "the checkpoint itself")
+    assert_one_line_exit_2(["export", ckpt, "-o", tmp_path / "e", "--opset", "99"], capsys, tmp_path, "opset 99")
+    assert_one_line_exit_2(["export", ckpt, "-o", tmp_path / "e", "--opset", "9"], capsys, tmp_path, "opset 9")
+    assert_one_line_exit_2(["export", tmp_path / "missing.pth", "-o", tmp_path / "e"], capsys, tmp_path, "not found")
+    assert_one_line_exit_2(["export", ckpt, "-o", tmp_path / "afile" / "sub"], capsys, tmp_path, "is a file")
+
+
+def test_export_default_folder_strips_only_checkpoint_suffixes(tiny_checkpoint, tmp_path, capsys):
+    from sslrt.cli import export_stem
+
+    assert export_stem("my.model.v2.pth") == "my.model.v2"
+    assert export_stem("model.pth.tar") == "model" and export_stem("m.v1.ckpt") == "m.v1"
+    assert export_stem("m.PT") == "m" and export_stem("m.tar") == "m" and export_stem("noext") == "noext"
+    assert export_stem(".pth") == ".pth"
+    ckpt = tmp_path / "my.model.v2.pth"
+    shutil.copyfile(tiny_checkpoint, ckpt)
+    code, _, err = run_cli(["export", ckpt, "--no-encoders", "--no-simplify"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "my.model.v2_sslrt" / "manifest.json").is_file()
+    assert not (tmp_path / "my_sslrt").exists()
+
+
+def test_run_help_lists_int8(capsys):
+    code, out, _ = run_cli(["run", "--help"], capsys)
+    assert code == 0 and "int8" in out
