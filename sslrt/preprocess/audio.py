@@ -34,7 +34,9 @@ class SilentAudioWarning(AudioInputWarning):
 
 
 def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read an audio file (any format libsndfile reads: wav, flac, ogg, mp3) as float64.
+    """Read an audio file as float64: the formats libsndfile reads (wav, flac, ogg, mp3) with
+    soundfile, every other container FFmpeg reads (mp4/m4a/aac, webm/opus, mkv, mov, video files'
+    audio) through PyAV (sslrt.preprocess.media), scaled as soundfile scales the same PCM data.
 
     Returns (samples, sample_rate); samples is 1-D (channel 0 of a multi-channel file, as the
     official code keeps).
@@ -44,6 +46,12 @@ def load_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         raise SslrtError(f"audio not found: {path}")
     if os.path.getsize(path) == 0:
         raise SslrtError(f"audio is empty: {path}")
+    try:
+        sf.info(path)
+    except Exception:  # not a format libsndfile knows: FFmpeg's turn
+        from sslrt.preprocess.media import decode_audio
+
+        return decode_audio(path, what="audio")
     try:
         samples, sr = sf.read(path, dtype="float64", always_2d=True)
     except Exception as exc:  # libsndfile's errors are plain RuntimeErrors/LibsndfileErrors

@@ -15,11 +15,16 @@ def render_overlay(rgb: np.ndarray, heatmap: np.ndarray, bbox: list[float], peak
                    sounding: bool | None = None) -> np.ndarray:
     """RGB uint8 (H, W, 3) + native heatmap -> BGR uint8 overlay, ready for cv2.imwrite. Where the
     family's "no sound source" flag is false (`sounding` False), the picture says so."""
-    h, w = rgb.shape[:2]
+    return render_overlay_bgr(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), heatmap, bbox, peak, alpha, sounding)
+
+
+def render_overlay_bgr(bgr: np.ndarray, heatmap: np.ndarray, bbox: list[float], peak: list[float], alpha: float = 0.45,
+                       sounding: bool | None = None) -> np.ndarray:
+    """`render_overlay` of a BGR picture (video frames are decoded to BGR directly)."""
+    h, w = bgr.shape[:2]
     norm = minmax_normalize(np.asarray(heatmap, dtype=np.float32)[None])[0]
     up = cv2.resize(norm, (w, h), interpolation=cv2.INTER_CUBIC)
     colour = cv2.applyColorMap(np.clip(up * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     out = cv2.addWeighted(bgr, 1 - alpha, colour, alpha, 0)
     thick = max(2, round(min(h, w) / 200))
     x0, y0, x1, y1 = (int(round(v)) for v in bbox)
