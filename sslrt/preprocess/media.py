@@ -197,7 +197,7 @@ def iter_audio(path: str | os.PathLike, start: float | None = None, what: str = 
     from `start` seconds (file clock) when given (the first block may begin earlier)."""
     with open_media(path, what) as c:
         if not c.streams.audio:
-            raise SslrtError(f"{what} has no audio stream: {path}")
+            raise SslrtError(f"{os.fspath(path)} has no audio stream")
         st = c.streams.audio[0]
         _decoder_name(st, os.fspath(path), "audio")
         st.thread_type = "AUTO"
@@ -273,7 +273,7 @@ def read_frame(path: str | os.PathLike, at: float, what: str = "video") -> tuple
     frame before it). Returns (RGB uint8, the frame's time)."""
     with open_media(path, what) as c:
         if not c.streams.video:
-            raise SslrtError(f"{what} has no video stream: {path}")
+            raise SslrtError(f"{os.fspath(path)} has no video stream")
         _decoder_name(c.streams.video[0], os.fspath(path), "video")
         chosen = None
         for item in iter_video(c, start=max(0.0, at - 10.0)):
