@@ -81,7 +81,7 @@ def moving_clip(seed: int = 0, seconds: float = 4.0, fps: float = 25, size: tupl
         mask = cls.shape(obj, obj)
         tex = np.clip(np.rint(cls.texture(obj, obj, _vary_colour(cls.colour, rng), rng)), 0, 255).astype(np.uint8)
         sprites.append((mask, tex))
-    margin = max(2, int(0.03 * min(w, h)))
+    margin = max(2, int(0.05 * min(w, h)))
     path_y = margin
     silent_xy = (int(rng.integers(margin, max(margin + 1, w - obj - margin))), h - obj - margin)
     wave = synthesize_sound(sounding, np.random.default_rng([seed, 8]), seconds=seconds)
@@ -99,6 +99,9 @@ def write_clip(path: str | os.PathLike, frames, fps: float, width: int, height: 
     path = os.fspath(path)
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(path, "w", format=fmt) as out:
+        if frames is None:  # audio only
+            _AudioWriter(out, acodec, np.asarray(audio), sample_rate).until(None)
+            return path
         vs = out.add_stream(vcodec, rate=rate)
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         if times is not None:

@@ -35,7 +35,6 @@ class AudioTrack:
         self._i0 = 0  # native index (from track_start) of _buf[0]
         self._end = 0  # native index one past the last sample read
         self.eof = False
-        self.silent = True  # no non-zero sample seen yet
         self._fill(1)
 
     # -- native buffer ---------------------------------------------------------------------------
@@ -54,8 +53,6 @@ class AudioTrack:
                 parts = [np.zeros(0)]
             elif rate != self.rate:
                 raise SslrtError(f"{self.path}: the audio's sample rate changes inside the stream ({self.rate} -> {rate} Hz)")
-            if self.silent and x.any():
-                self.silent = False
             parts.append(x)
             self._end += x.shape[0]
         if len(parts) > 1:
@@ -80,7 +77,7 @@ class AudioTrack:
         reach = 10 * max(up, down) // up + 2  # resample_poly's filter reach, in native samples
         half = self.n // 2
         # Read far enough to know the window's end (or that the track ends before it).
-        want_out = int(round((t - self.track_start) * self.rate_out)) + self.n - half
+        want_out = max(int(round((t - self.track_start) * self.rate_out)) - half, 0) + self.n
         self._fill(math.ceil(want_out * down / up) + reach + down)
         length_out = math.ceil(self._end * up / down) if self.eof else None
         if length_out is not None and length_out < self.n:
@@ -113,6 +110,4 @@ class AudioTrack:
         seg = self._buf[a - self._i0:b - self._i0]
         y = signal.resample_poly(seg, up, down)
         off = a * up // down
-        if b == self._end and self.eof:
-            pass  # the track's real end: zeros beyond it, as the whole-track resampler sees it
         return y[o0 - off:o1 - off].copy()

@@ -189,6 +189,28 @@ def time_range(info: MediaInfo, start: float | None, end: float | None) -> tuple
     return info.origin + s, (info.origin + end if end is not None else None)
 
 
+def check_complete(info: MediaInfo, last_frame: float, end: float | None) -> None:
+    """A file whose streams stop well before the length its container declares is truncated (its
+    video may legitimately end before its audio: then the audio goes on)."""
+    declared = info.origin + info.duration
+    if info.duration <= 0 or (end is not None and end < declared):
+        return
+    step = 1 / info.video.fps if info.video and info.video.fps else 0.04
+    if declared - (last_frame + step) <= max(0.5, 2 * step):
+        return
+    audio_end = last_frame
+    with open_media(info.path, "video") as c:
+        if c.streams.audio:
+            st = c.streams.audio[0]
+            c.seek(int(max(last_frame - 1, 0) / st.time_base), stream=st, backward=True)
+            for pkt in c.demux(st):
+                if pkt.pts is not None:
+                    audio_end = max(audio_end, float((pkt.pts + (pkt.duration or 0)) * st.time_base))
+    if declared - audio_end > max(0.5, 2 * step):
+        raise SslrtError(f"{info.path} is truncated: its streams end at {max(last_frame, audio_end) - info.origin:.2f} s "
+                         f"of the {info.duration:.2f} s its container declares")
+
+
 def localize_video(localizer, path: str | os.PathLike, output: str | os.PathLike | None = None,
                    track: str | os.PathLike | None = None, csv_path: str | os.PathLike | None = None,
                    options: VideoOptions | None = None, progress=None) -> VideoResult:
@@ -266,6 +288,8 @@ def localize_video(localizer, path: str | os.PathLike, output: str | os.PathLike
                         continue
                     entry.rotation = rotation
                     pipe.put(q_frames, entry)
+                    last_time[0] = item.time
+            check_complete(info, last_time[0], end)
             pipe.put(q_frames, _END)
 
         def infer():

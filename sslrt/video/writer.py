@@ -129,7 +129,7 @@ class VideoWriter:
                 self._pending = pkt
                 return
             self._pending = None
-            if pt + float((pkt.duration or 0) * tb) <= self.start:
+            if self.start > 0 and pt + float((pkt.duration or 0) * tb) <= self.start:
                 continue
             if self._transcode:
                 self._encode_audio(pkt)
