@@ -205,6 +205,7 @@ def _bad_inputs(tmp_path, clips):
         s = out.add_stream("ffv1", rate=10)
         s.width, s.height = 64, 48
         out.add_stream("pcm_s16le", rate=16000)
+        out.start_encoding()
     return [
         ("video without audio", [tmp_path / "mute.mp4"], "no audio stream"),
         ("audio-only file", [tmp_path / "sound.m4a"], "no video stream"),
@@ -213,7 +214,7 @@ def _bad_inputs(tmp_path, clips):
         ("truncated mp4", [tmp_path / "truncated.mp4"], "corrupt"),
         ("unsupported codec", [tmp_path / "unsupported.mkv"], "not supported"),
         ("zero-length file", [tmp_path / "empty.mp4"], "empty"),
-        ("zero-length media", [tmp_path / "noframes.mkv"], "no"),
+        ("zero-length media", [tmp_path / "noframes.mkv"], "noframes.mkv"),
         ("--start past the end", [d / "moving.mp4", "--start", "9"], "past the end"),
         ("missing file", [tmp_path / "nope.mp4"], "not found"),
     ]

@@ -33,6 +33,7 @@ from sslrt.store.atomic import atomic_path
 from sslrt.video.audio import AudioTrack
 from sslrt.video.track import TrackWriter, track_record
 
+COLOUR_WIDTH = 320  # width at which a frame's heatmap colours are computed (then enlarged)
 STAGES = ("decode", "audio", "preprocess", "inference", "render", "encode")
 
 
@@ -46,7 +47,7 @@ class VideoOptions:
     heatmaps: bool = False  # put the native heatmap in each track record
     codec: str | None = None  # default: libx264, else mpeg4
     crf: int = 23
-    preset: str = "veryfast"
+    preset: str = "ultrafast"  # x264: ~2x faster than veryfast at 720p; crf keeps the quality
     queue_size: int = 8  # frames per queue between stages
 
 
@@ -366,7 +367,7 @@ def localize_video(localizer, path: str | os.PathLike, output: str | os.PathLike
                     bgr = it.frame.to_ndarray(format="bgr24")
                     if it.rotation:
                         bgr = np.ascontiguousarray(np.rot90(bgr, k=it.rotation // 90))
-                out = render_overlay_bgr(bgr, heat, bbox, peak, sounding=sounding)
+                out = render_overlay_bgr(bgr, heat, bbox, peak, sounding=sounding, colour_width=COLOUR_WIDTH)
                 pipe.busy["render"] += time.perf_counter() - t0
                 pipe.put(q_encode, (it.time, out))
 
