@@ -47,6 +47,15 @@ def make_model(work: Path) -> Path:
     return out
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM: per address space, so not inherited from the
+    parent across fork + exec as ru_maxrss is on Linux)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def one(args) -> None:
     """One run in this process: print the result and the peak RSS as JSON."""
     from sslrt.runtime.pipeline import Localizer
@@ -56,7 +65,7 @@ def one(args) -> None:
     out = None if args.no_video else args.out
     result = localize_video(localizer, args.clip, out, args.track, options=VideoOptions(fps=args.fps))
     rec = result.to_dict()
-    rec["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rec["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(rec))
 
 
