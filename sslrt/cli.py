@@ -105,6 +105,12 @@ def export_stem(name: str) -> str:
     return name
 
 
+def _is_video(path: Path) -> bool:
+    from sslrt.preprocess.media import is_video_file
+
+    return is_video_file(path)
+
+
 def _default_model() -> str:
     from sslrt.resolve import demo_model_dir
 
@@ -228,8 +234,10 @@ def backends(as_json: bool = typer.Option(False, "--json", help="Print the table
 
 @app.command()
 def run(
-    image: Optional[Path] = typer.Argument(None, help="Image file (JPEG, PNG, ...)."),
-    audio: Optional[Path] = typer.Argument(None, help="Audio file (wav, flac, ogg, mp3; any rate)."),
+    image: Optional[Path] = typer.Argument(None, help="Image file (JPEG, PNG, ...) or a video file (its frame at --at, default the middle one)."),
+    audio: Optional[Path] = typer.Argument(None, help="Audio file (wav, flac, ogg, mp3, m4a, opus, a video's audio, ...; any rate). "
+                                           "Optional with a video: its own audio, the window centred on the frame."),
+    at: Optional[float] = typer.Option(None, "--at", help="With a video: the time (seconds) of the frame and of the audio window's centre (default: the middle)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export directory or checkpoint (default: the shipped demo model)."),
     backend: str = typer.Option("onnxruntime", "--backend", "-b", help=BACKEND_HELP),
     precision: Optional[str] = typer.Option(None, help="fp32 | fp16 | int8 where the export has it (default fp32; auto: the best the chosen backend has)."),
@@ -250,15 +258,24 @@ def run(
     from sslrt.runtime.overlay import check_picture_path, render_overlay, save_png
     from sslrt.runtime.pipeline import Localizer
 
+    video_input = None
     if pairs is not None:
         if image is not None or audio is not None:
             raise SslrtError("give either IMAGE AUDIO or --pairs, not both")
         pair_list = read_pairs_csv(str(pairs))
+    elif image is not None and _is_video(image):
+        from sslrt.video.frames import check_video_input
+
+        video_info = check_video_input(str(image), str(audio) if audio is not None else None, at)
+        video_input = True
+        pair_list = []  # built once the model's spec (its audio window) is known
     elif image is None or audio is None:
         raise SslrtError("give IMAGE and AUDIO (or --pairs FILE.csv)")
     else:
         pair_list = [(str(image), str(audio))]
-    if save is not None and len(pair_list) != 1:
+    if at is not None and video_input is None:
+        raise SslrtError("--at picks a time in a video: give a video file as IMAGE")
+    if save is not None and len(pair_list) != 1 and video_input is None:
         raise SslrtError("--save writes one overlay; with --pairs use --save-dir")
     if save is not None:
         check_picture_path(save, "overlay (--save)")
@@ -269,12 +286,19 @@ def run(
     localizer = Localizer.open(str(model) if model else None, backend=backend, precision=precision,
                                threads=threads, progress=_progress, cuda_graph=cuda_graph, notify=lambda m: _err(f"sslrt: {m}"),
                                family=family, sounding_threshold=sounding_threshold, reuse_embeddings=reuse_embeddings)
+    if video_input is not None:
+        from sslrt.video.frames import video_pair
+
+        video_input = video_pair(str(image), str(audio) if audio is not None else None, at, localizer.spec, video_info)
+        pair_list = [(video_input.rgb, video_input.audio)]
     results = []
     overlays = []  # written only after every pair succeeded: a failed run leaves no partial output
     taken: set[str] = set()  # names given in this run: two pairs never share an overlay file
     with _progress_bar(len(pair_list) > 1) as bar:
         task = bar.add_task("localizing", total=len(pair_list)) if bar else None
         for row, res in enumerate(localizer.localize_many(pair_list, batch_size=batch_size), start=1):
+            if video_input is not None:
+                res.image, res.audio = video_input.image_name, video_input.audio_name
             results.append(res)
             for w in res.warnings:
                 _err(f"warning: {w}")
@@ -282,8 +306,8 @@ def run(
                 from sslrt.preprocess import load_image
 
                 target = save if save is not None else save_dir / _overlay_name(res.image, res.audio, row, taken)
-                overlays.append((target, render_overlay(load_image(res.image), res.heatmap, res.bbox, res.peak,
-                                                        sounding=res.sounding)))
+                rgb = video_input.rgb if video_input is not None else load_image(res.image)
+                overlays.append((target, render_overlay(rgb, res.heatmap, res.bbox, res.peak, sounding=res.sounding)))
             if bar:
                 bar.advance(task)
     for target, picture in overlays:
@@ -299,6 +323,78 @@ def run(
             print(res.summary())
         for target, _ in overlays:
             print(f"overlay: {target}")
+
+
+@app.command()
+def video(
+    source: Path = typer.Argument(..., metavar="IN", help="Video file (any container/codec FFmpeg reads) with an audio stream."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Overlay video (default: IN's name + _sslrt.mp4 here). H.264 in MP4; .mkv/.mov also work."),
+    fps: float = typer.Option(4.0, "--fps", help="Sampled times per second (0: every frame); frames between them show interpolated heatmaps."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export directory or checkpoint (default: the shipped demo model)."),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b", help=BACKEND_HELP),
+    precision: Optional[str] = typer.Option(None, help="fp32 | fp16 | int8 where the export has it (default fp32)."),
+    start: Optional[float] = typer.Option(None, "--start", help="Process from this time (seconds)."),
+    end: Optional[float] = typer.Option(None, "--end", help="Process up to this time (seconds)."),
+    no_video: bool = typer.Option(False, "--no-video", help="Write the track only, no overlay video."),
+    track: Optional[Path] = typer.Option(None, "--track", help="JSON Lines track (default: OUT with .jsonl)."),
+    csv_out: bool = typer.Option(False, "--csv", help="Also write the track as CSV (beside the JSON Lines)."),
+    heatmaps: bool = typer.Option(False, "--heatmaps", help="Put each sampled time's native heatmap in the track."),
+    as_json: bool = typer.Option(False, "--json", help="Print the track (JSON Lines) on stdout instead of a summary."),
+    batch_size: int = typer.Option(4, help="Sampled frames per engine call."),
+    threads: Optional[int] = typer.Option(None, help="Intra-op threads of the engine (default: all cores)."),
+    codec: Optional[str] = typer.Option(None, "--codec", help="Video encoder (default libx264, else mpeg4)."),
+    family: Optional[str] = typer.Option(None, "--family", help="Model family of a checkpoint (default: recognised from its keys)."),
+    sounding_threshold: Optional[float] = typer.Option(None, "--sounding-threshold", help="'No sound source' threshold in the family's units."),
+):
+    """Where the sound comes from, frame by frame: an overlay video and a track (streaming)."""
+    from sslrt.preprocess.media import probe
+    from sslrt.runtime.pipeline import Localizer
+    from sslrt.video import VideoOptions, localize_video
+    from sslrt.video.job import check_media, time_range
+
+    info = probe(source, "video")  # bad input fails before the model loads
+    check_media(info)
+    time_range(info, start, end)
+    stem = source.name.rsplit(".", 1)[0] + "_sslrt"
+    out = None if no_video else (output or Path(stem + ".mp4"))
+    track_path = track or (out.with_suffix(".jsonl") if out is not None else Path(stem + ".jsonl"))
+    csv_path = track_path.with_suffix(".csv") if csv_out else None
+    localizer = Localizer.open(str(model) if model else None, backend=backend, precision=precision, threads=threads,
+                               progress=_progress, notify=lambda m: _err(f"sslrt: {m}"), family=family,
+                               sounding_threshold=sounding_threshold)
+    options = VideoOptions(fps=fps, start=start, end=end, batch_size=batch_size, video=not no_video, heatmaps=heatmaps,
+                           codec=codec)
+    with _progress_bar(True, fields=("speed",)) as bar:
+        task = bar.add_task("frames", total=None, speed="") if bar else None
+
+        def show(frames: int, done: float, total: float) -> None:
+            if bar:
+                import time as _time
+
+                elapsed = _time.perf_counter() - t0
+                rtf = elapsed / done if done > 0 else float("nan")
+                bar.update(task, completed=frames, total=round(total * info.video.fps) if total and info.video.fps else None,
+                           speed=f"{frames / max(elapsed, 1e-9):.1f} fps, RTF {rtf:.2f}")
+
+        import time as _time
+
+        t0 = _time.perf_counter()
+        result = localize_video(localizer, str(source), str(out) if out else None, str(track_path),
+                                str(csv_path) if csv_path else None, options, progress=show)
+    for note in result.notes:
+        _err(f"warning: {note}")
+    if as_json:
+        with open(track_path) as f:
+            for line in f:
+                sys.stdout.write(line)
+        return
+    s = result.stages
+    print(f"{source}: {result.frames} frames, {result.samples} sampled times ({fps:g}/s) over {result.media_seconds:.2f} s "
+          f"in {result.wall_seconds:.2f} s (real-time factor {result.rtf:.2f}) on {localizer.describe()}")
+    print("  busy seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()))
+    if out is not None:
+        print(f"overlay video: {out} ({result.codec})")
+    print(f"track: {track_path}" + (f", {csv_path}" if csv_path else ""))
 
 
 @app.command()
@@ -470,15 +566,19 @@ def train(ctx: typer.Context):
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("sslrt_demo.png"), "--out", "-o", help="Where to write the overlay PNG."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the overlay (default sslrt_demo.png, with --video sslrt_demo.mp4)."),
     seed: int = typer.Option(7, help="Seed of the generated scene."),
     backend: str = typer.Option("onnxruntime", "--backend", "-b", help="onnxruntime | torch"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
+    video_demo: bool = typer.Option(False, "--video", help="A moving scene: generate a short clip, run `sslrt video` on it, write the overlay video."),
 ):
     """Localize a generated scene with the shipped demo model: no files, no network needed."""
-    from sslrt.demo import run_demo
+    from sslrt.demo import run_demo, run_video_demo
 
-    report = run_demo(out, seed=seed, backend=backend)
+    if video_demo:
+        report = run_video_demo(out or Path("sslrt_demo.mp4"), seed=seed, backend=backend)
+    else:
+        report = run_demo(out or Path("sslrt_demo.png"), seed=seed, backend=backend)
     if as_json:
         print(json.dumps(report))
         return

@@ -150,6 +150,28 @@ def read_audio(path: str | os.PathLike, audio_spec: AudioSpec | None = None) -> 
     return AudioClip(_to_mono(samples, spec), int(sr), None)
 
 
+def _read_head_ffmpeg(path: str, seconds: float, dtype: str, all_channels: bool) -> tuple[np.ndarray, int]:
+    """read_audio_head for containers libsndfile does not read, through PyAV (media.py): channel 0
+    scaled as soundfile scales the same PCM data, decoding stopped once the head is complete."""
+    from sslrt.preprocess.media import iter_audio
+
+    blocks, rate, got = [], None, 0
+    for _, x, r in iter_audio(path, what="audio"):
+        if rate is None:
+            rate = check_sample_rate(r, f"audio {path}")
+            want = math.ceil((seconds + _HEAD_MARGIN_SECONDS) * rate)
+        elif r != rate:
+            raise SslrtError(f"audio: the sample rate changes inside the stream ({rate} -> {r} Hz): {path}")
+        blocks.append(x)
+        got += x.shape[0]
+        if got >= want:
+            break
+    if not got:
+        raise SslrtError(f"audio has no samples: {path}")
+    samples = np.concatenate(blocks)[:want].astype(dtype)
+    return (samples[:, None] if all_channels else samples), int(rate)
+
+
 def read_audio_head(path: str | os.PathLike, seconds: float, dtype: str = "float64",
                     all_channels: bool = False) -> tuple[np.ndarray, int]:
     """Channel 0 (or, with `all_channels`, every channel as (N, C)) of the first `seconds` (plus a
@@ -165,6 +187,10 @@ def read_audio_head(path: str | os.PathLike, seconds: float, dtype: str = "float
     _check_file(path)
     import soundfile as sf  # here, not at import: the generated-input (parity, GPU test) path needs no libsndfile
 
+    try:
+        sf.info(path)
+    except Exception:  # not a format libsndfile knows (mp4/m4a, webm, mkv, a video's audio): FFmpeg's turn
+        return _read_head_ffmpeg(path, seconds, dtype, all_channels)
     try:
         f = sf.SoundFile(path)
     except Exception as exc:  # libsndfile's errors are plain RuntimeErrors/LibsndfileErrors
