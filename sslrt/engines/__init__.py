@@ -17,7 +17,7 @@ from sslrt.graphs import GRAPHS, artifact_key
 
 # The adapter modules, imported for their rows (each imports its runtime library only when a
 # probe or factory runs, so reading the table is cheap).
-ADAPTER_MODULES = ("sslrt.engines.onnxruntime", "sslrt.engines.tensorrt", "sslrt.engines.torch")
+ADAPTER_MODULES = ("sslrt.engines.onnxruntime", "sslrt.engines.openvino", "sslrt.engines.tensorrt", "sslrt.engines.torch")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 _TABLE: dict[str, BackendRow] | None = None
