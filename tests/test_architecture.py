@@ -116,7 +116,7 @@ except SystemExit as exc:
     code = exc.code
 heavy = sorted({m.split('.')[0] if m.startswith('torch') else m for m in sys.modules
                 if m == 'torch' or m.startswith(('torch.', 'sslrt.export', 'sslrt.model', 'sslrt.train', 'onnx.'))
-                or m == 'onnx'})
+                or m in ('onnx', 'openvino', 'rich')})
 print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 """
 
@@ -164,9 +164,9 @@ def test_backend_table_is_data_declared_by_the_adapters():
     from sslrt.engines import backend_table, choose_backend
 
     table = backend_table()
-    assert set(table) == {"onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt", "torch", "torch-cuda"}
+    assert set(table) == {"onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "openvino", "tensorrt", "torch", "torch-cuda"}
     for name, row in table.items():
-        module = {"onnx": ("onnxruntime",), "tensorrt": ("tensorrt",), "checkpoint": ("torch",)}[row.artifact]
+        module = {"onnx": ("onnxruntime", "openvino"), "tensorrt": ("tensorrt",), "checkpoint": ("torch",)}[row.artifact]
         assert row.factory.__module__.rsplit(".", 1)[-1] in module, name
         assert row.install_hint and set(row.precisions) <= set(engines.PRECISIONS)
     # auto is a pure function of (installed, artifacts, precision)
@@ -175,6 +175,32 @@ def test_backend_table_is_data_declared_by_the_adapters():
     assert choose_backend({"onnxruntime", "tensorrt"}, fp32 | {"tensorrt_fp16"}) == ("tensorrt", "fp16")
     assert choose_backend({"onnxruntime", "onnxruntime-cuda"}, fp32 | {"onnx_fp16"}, "fp16") == ("onnxruntime-cuda", "fp16")
     assert choose_backend({"onnxruntime"}, fp32 | {"onnx_int8"}, "int8") == ("onnxruntime", "int8")
+    # OpenVINO is the faster CPU backend where installed (docs/ARCHITECTURE.md, measured CPU ranking)
+    assert choose_backend({"onnxruntime", "openvino"}, fp32 | {"onnx_int8"}, "int8") == ("openvino", "int8")
+    assert choose_backend({"onnxruntime", "openvino", "tensorrt"}, fp32 | {"tensorrt_fp16"}) == ("tensorrt", "fp16")
+
+
+def test_choose_backend_ranks_per_precision(monkeypatch):
+    """A row's rank may differ by precision (BackendRow.precision_ranks); auto takes the best
+    (row, precision) pair, the row's auto_precisions breaking ties in their order."""
+    import dataclasses
+
+    from sslrt import engines
+    from sslrt.engines import backend_table, choose_backend
+
+    table = dict(backend_table())
+    table["onnxruntime"] = dataclasses.replace(table["onnxruntime"], auto_rank=30, precision_ranks={"int8": 24})
+    table["openvino"] = dataclasses.replace(table["openvino"], auto_rank=25, precision_ranks={},
+                                            auto_precisions=("fp32",))
+    monkeypatch.setattr(engines, "_TABLE", table)
+    arts = {"onnx_fp32", "onnx_int8"}
+    both = {"onnxruntime", "openvino"}
+    assert choose_backend(both, arts, "int8") == ("onnxruntime", "int8")
+    assert choose_backend(both, arts, "fp32") == ("openvino", "fp32")
+    assert choose_backend(both, arts) == ("openvino", "fp32")  # no precision asked: the rows' auto precisions
+    assert choose_backend({"onnxruntime"}, arts, "fp32") == ("onnxruntime", "fp32")
+    assert table["onnxruntime"].rank("int8") == 24 and table["onnxruntime"].rank("fp32") == 30
+    assert dataclasses.replace(table["onnxruntime"], auto_rank=None).rank("int8") is None
 
 
 def test_export_targets_table_and_list(capsys):
