@@ -116,7 +116,7 @@ except SystemExit as exc:
     code = exc.code
 heavy = sorted({m.split('.')[0] if m.startswith('torch') else m for m in sys.modules
                 if m == 'torch' or m.startswith(('torch.', 'sslrt.export', 'sslrt.model', 'sslrt.train', 'onnx.'))
-                or m in ('onnx', 'openvino', 'rich')})
+                or m in ('onnx', 'openvino', 'rich', 'pydantic')})
 print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 """
 
@@ -128,6 +128,31 @@ def test_sslrt_run_on_an_export_imports_neither_torch_nor_the_exporter(tiny_expo
     assert report["code"] in (0, None), proc.stderr
     assert json.loads(proc.stdout)["peak"]
     assert report["heavy"] == [], f"the run path imported {report['heavy']}"
+
+
+@pytest.mark.parametrize("args", [
+    ["a.jpg", "b.wav"],
+    ["a.jpg", "b.wav", "--json", "-m", "x", "--backend=openvino", "--threads", "2", "--no-reuse-embeddings",
+     "--sounding-threshold", "-0.5", "--precision", "int8", "--cuda-graph", "--batch-size", "4", "--save", "o.png"],
+    ["--pairs", "p.csv", "--save-dir", "d", "--family", "ours", "--reuse-embeddings"],
+])
+def test_quick_parse_of_sslrt_run_equals_the_frameworks(args):
+    """`sslrt run` skips the CLI framework's pydantic coercion (rich and pydantic stay out of the run
+    path, see above); what it parses must be what the framework would."""
+    import typer
+
+    from sslrt.cli import app, fast_parse
+
+    callback, kwargs = fast_parse(["run", *args])
+    assert callback.__name__ == "run"
+    assert kwargs == typer.main.get_command(app).commands["run"].make_context("run", list(args)).params
+
+
+@pytest.mark.parametrize("args", [["--help"], ["a", "b", "c"], ["--threads", "x"], ["--bogus"], ["a", "--json=1"], ["--model"]])
+def test_quick_parse_leaves_the_rest_to_the_framework(args):
+    from sslrt.cli import fast_parse
+
+    assert fast_parse(["run", *args]) is None
 
 
 def test_sslrt_run_opens_exactly_the_sessions_that_run(media, capsys, monkeypatch):

@@ -37,6 +37,10 @@ class Localization:
     image_size: tuple[int, int]  # (height, width)
     backend: str
     precision: str
+    # preprocess, inference (the batch's engine time / pairs), postprocess; the results of a
+    # Localizer's first batch add first_call: true (their inference includes the engines' warm-up)
+    # and the first result "load" (resolving the model and opening the engines; `sslrt run` adds
+    # "startup": process start -> the command, i.e. Python and the imports).
     timings_ms: dict[str, float]
     image: str | None = None
     audio: str | None = None
@@ -68,7 +72,7 @@ class Localization:
             "image_size": {"height": self.image_size[0], "width": self.image_size[1]},
             "backend": self.backend,
             "precision": self.precision,
-            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+            "timings_ms": {k: v if isinstance(v, bool) else round(v, 3) for k, v in self.timings_ms.items()},
             "warnings": self.warnings,
         }
 
@@ -77,10 +81,12 @@ class Localization:
         name = f"{os.path.basename(self.image)} + {os.path.basename(self.audio)}: " if self.image and self.audio else ""
         t = self.timings_ms
         silent = "no sound source (" if self.sounding is False else ""
+        first = "".join(f", {k} {t[k]:.1f} ms" for k in ("load", "startup") if k in t)
+        first += " (first call)" if t.get("first_call") else ""
         return (f"{name}{silent}sound at ({self.peak[0]:.0f}, {self.peak[1]:.0f}) px, box [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}], "
                 f"score {self.score:.3f}{')' if silent else ''}  [{self.family}, {self.backend} {self.precision}; "
                 f"preprocess {t['preprocess']:.1f} ms, "
-                f"inference {t['inference']:.1f} ms, postprocess {t['postprocess']:.1f} ms]")
+                f"inference {t['inference']:.1f} ms, postprocess {t['postprocess']:.1f} ms{first}]")
 
 
 @dataclass
@@ -233,6 +239,8 @@ class Localizer:
             raise ValueError("a Localizer needs the model's spec (give a resolved model or a spec)")
         self.sounding_threshold = sounding_threshold
         self.split = {"vision", "audio"} <= set(engines)
+        self.load_ms: float | None = None  # set by open(): resolving the model and opening its engines
+        self._first_call = True
         self.image_cache = EmbeddingCache(cache_size) if self.split else None
         self.audio_cache = EmbeddingCache(cache_size) if self.split else None
 
@@ -245,6 +253,7 @@ class Localizer:
         `notify` receives the line that says what auto chose. With `reuse_embeddings` and encoder
         graphs in the export, the encoders run instead of the fused graph. Exactly the sessions
         that will run are opened."""
+        t0 = time.perf_counter()
         resolved = resolve_model(model, progress=progress, family=family)
         # The choice (auto, or a backend's default precision) is made from the manifest alone.
         row, precision = resolve_backend(backend, resolved.artifacts, precision, notify=notify)
@@ -259,7 +268,9 @@ class Localizer:
             for engine in engines.values():
                 engine.close()
             raise
-        return cls(engines, resolved, sounding_threshold=sounding_threshold)
+        localizer = cls(engines, resolved, sounding_threshold=sounding_threshold)
+        localizer.load_ms = (time.perf_counter() - t0) * 1e3
+        return localizer
 
     @property
     def engine(self) -> Engine:
@@ -325,6 +336,12 @@ class Localizer:
             image=p.image, audio=p.audio, warnings=p.warnings, family=self.spec.name, heatmap_units=self.spec.heatmap_units,
             sounding=loc["sounding"], sounding_value=loc["sounding_value"], sounding_threshold=loc["sounding_threshold"])
             for p, h, loc in zip(batch, heatmaps, located)]
+        if self._first_call:
+            self._first_call = False
+            for r in results:
+                r.timings_ms["first_call"] = True
+            if self.load_ms is not None:
+                results[0].timings_ms["load"] = self.load_ms
         if keep_embeddings and v is not None:
             for r, vi, ai in zip(results, v, a):
                 r.image_embedding, r.audio_embedding = vi, ai
