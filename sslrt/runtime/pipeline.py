@@ -7,7 +7,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict, deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -171,10 +171,49 @@ def _prepare_audio(audio) -> tuple[np.ndarray, str]:
     return spectrogram_from_waveform(samples, sr, name=name), name
 
 
+class InFlight:
+    """Preparations shared by key while their pairs are being prepared: an input repeated within
+    the batches in flight (one image with many sounds, one sound with many images) is decoded
+    and transformed once, before its embedding reaches the cache. Bounded, thread-safe; a failed
+    preparation fails every pair that shares it, as it would have alone."""
+
+    def __init__(self, capacity: int = 64):
+        self.capacity = capacity
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key, compute):
+        with self._lock:
+            future = self._items.get(key)
+            owner = future is None
+            if owner:
+                future = self._items[key] = Future()
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+            else:
+                self._items.move_to_end(key)
+        if owner:
+            try:
+                future.set_result(compute())
+            except BaseException as exc:
+                future.set_exception(exc)
+                raise
+        return future.result()
+
+
+def _recording(compute):
+    """compute() with the warnings it raises: (value, [(message, is an AudioInputWarning)])."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = compute()
+    return value, [(str(w.message), issubclass(w.category, AudioInputWarning)) for w in caught]
+
+
 def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
-                 audio_cache: EmbeddingCache | None = None) -> PreparedPair:
-    """Decode and transform one pair, skipping what the caches already hold; silent audio is kept,
-    with a warning recorded."""
+                 audio_cache: EmbeddingCache | None = None, in_flight: InFlight | None = None) -> PreparedPair:
+    """Decode and transform one pair, skipping what the caches already hold (and, with
+    `in_flight`, what another pair being prepared shares); silent audio is kept, with a warning
+    recorded."""
     t0 = time.perf_counter()
     encoded = None
     if isinstance(image, (str, os.PathLike)):
@@ -185,24 +224,27 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
     else:
         image_key = input_key(image)
     audio_key = input_key(audio)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cached_image = image_cache.get(image_key) if image_cache else None
-        if cached_image is not None:
-            tensor, size = None, cached_image[1]
-        else:
-            rgb = load_image(image, encoded) if encoded is not None else image
-            tensor, size = image_to_tensor(rgb), tuple(np.shape(rgb)[:2])
-        cached_audio = audio_cache.get(audio_key) if audio_cache else None  # (embedding, its audio warnings)
-        if cached_audio is not None:
-            spec = None
-            caught_audio = cached_audio[1]
-        else:
-            spec, _ = _prepare_audio(audio)
-            caught_audio = None
-    audio_warnings = caught_audio if caught_audio is not None else [str(w.message) for w in caught
-                                                                     if issubclass(w.category, AudioInputWarning)]
-    messages = [str(w.message) for w in caught if not issubclass(w.category, AudioInputWarning)] + list(audio_warnings)
+    once = in_flight.get if in_flight is not None else (lambda key, compute: compute())
+
+    def prepare_image():
+        rgb = load_image(image, encoded) if encoded is not None else image
+        return image_to_tensor(rgb), tuple(np.shape(rgb)[:2])
+
+    cached_image = image_cache.get(image_key) if image_cache else None
+    image_caught = []
+    if cached_image is not None:
+        tensor, size = None, cached_image[1]
+    else:
+        (tensor, size), image_caught = once(("image", image_key), lambda: _recording(prepare_image))
+    cached_audio = audio_cache.get(audio_key) if audio_cache else None  # (embedding, its audio warnings)
+    if cached_audio is not None:
+        spec = None
+        audio_caught = [(m, True) for m in cached_audio[1]]
+    else:
+        (spec, _), audio_caught = once(("audio", audio_key), lambda: _recording(lambda: _prepare_audio(audio)))
+    caught = image_caught + audio_caught
+    audio_warnings = [m for m, is_audio in audio_caught if is_audio]
+    messages = [m for m, is_audio in caught if not is_audio] + audio_warnings
     return PreparedPair(image_key, audio_key, tensor, spec, size, _name(image), _name(audio), messages, list(audio_warnings),
                         (time.perf_counter() - t0) * 1e3,
                         cached_image[0] if cached_image is not None else None,
@@ -347,14 +389,20 @@ class Localizer:
                 r.image_embedding, r.audio_embedding = vi, ai
         return results
 
-    def localize_many(self, pairs: Iterable[tuple], batch_size: int = 8, workers: int = 1,
+    def localize_many(self, pairs: Iterable[tuple], batch_size: int = 8, workers: int | None = None,
                       keep_embeddings: bool = False) -> Iterator[Localization]:
         """Pairs in, results out in the same order, `batch_size` pairs per engine call.
 
         With `workers` > 0, decoding and preprocessing of the next batches run in a thread pool
-        while the engine runs the current one (OpenCV, NumPy, SciPy and the engines release the GIL).
+        while the engine runs the current one (OpenCV, NumPy and the engines release the GIL);
+        None: one worker per two cores (one on a two-core machine, where the engine needs both),
+        at most four. An input repeated among the pairs in flight is prepared once.
         """
-        prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache)  # noqa: E731
+        if workers is None:
+            workers = max(1, min(4, (os.cpu_count() or 2) // 2))
+        lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
+        in_flight = InFlight(capacity=max(16, batch_size * (lookahead + 2)))
+        prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache, in_flight)  # noqa: E731
         if workers <= 0:
             for batch in _batches(pairs, batch_size):
                 yield from self.run_prepared([prepare(pair) for pair in batch], keep_embeddings)
@@ -362,7 +410,6 @@ class Localizer:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending: deque = deque()
             batches = _batches(pairs, batch_size)
-            lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
             for batch in batches:
                 pending.append([pool.submit(prepare, pair) for pair in batch])
                 if len(pending) > lookahead:
