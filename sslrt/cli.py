@@ -77,8 +77,8 @@ def _default_model() -> str:
     return demo_model_dir()
 
 
-BACKEND_HELP = ("auto | tensorrt | onnxruntime | onnxruntime-cuda | onnxruntime-trt | torch | torch-cuda "
-                "(auto: TensorRT > ONNX Runtime CUDA > ONNX Runtime CPU, by what is installed and exported; "
+BACKEND_HELP = ("auto | tensorrt | onnxruntime | onnxruntime-cuda | onnxruntime-trt | openvino | torch | torch-cuda "
+                "(auto: TensorRT > ONNX Runtime CUDA > OpenVINO CPU > ONNX Runtime CPU, by what is installed and exported; "
                 "`sslrt backends` lists them).")
 
 
