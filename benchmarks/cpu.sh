@@ -11,6 +11,7 @@
 #    -> benchmarks/cpu/bench.{md,json,png}, and the end-to-end scope with 360x360 JPEGs -> benchmarks/cpu/e2e_360/;
 # 4. OpenVINO's CPU properties against ONNX Runtime, interleaved (the measured basis of the
 #    openvino backend's settings and of `auto`'s CPU ranking) -> benchmarks/cpu/openvino_modes.{md,json};
+#    and, where nncf is installed, NNCF's INT8 against the QDQ export -> benchmarks/cpu/nncf_vs_qdq.{md,json};
 # 5. INT8 accuracy against fp32 on 220 scene pairs, each CPU backend, for the trained demo model
 #    (meaningful heatmaps) and the full-width random model -> benchmarks/cpu/int8_accuracy_*.{md,json};
 # 6. cold start of `sslrt run` on one pair against importing numpy, cv2 and onnxruntime
@@ -40,6 +41,10 @@ fi
     --e2e-image-size 360 --report "$out/e2e_360" ${BENCH_ARGS:-}
 if [[ $backends == *openvino* && $skip != *" modes "* ]]; then
   $PY benchmarks/openvino_modes.py --model "$work/full64" --out "$out/openvino_modes"
+fi
+# NNCF's post-training quantization against the QDQ export, both on OpenVINO (why sslrt offers no NNCF target)
+if [[ $backends == *openvino* && $skip != *" nncf "* ]] && $PY -c "import nncf" 2>/dev/null; then
+  $PY benchmarks/nncf_vs_qdq.py --model "$work/full64" --out "$out/nncf_vs_qdq"
 fi
 if [[ $skip != *" int8_accuracy "* ]]; then
   $PY benchmarks/int8_accuracy.py --model sslrt/assets/demo/export --backends "$backends" --out "$out/int8_accuracy_demo"
