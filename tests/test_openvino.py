@@ -72,6 +72,8 @@ def test_threads_and_the_latency_only_mode(tiny_export):
     feeds = _feeds(model.spec, 4)
     one = create_engine("openvino", model, "fp32", threads=1)
     assert one._compiled[LATENCY].get_property("INFERENCE_NUM_THREADS") == 1
+    one.run(feeds)
+    assert one.compiled_hints == (LATENCY,)  # one thread: no streams to split a batch across
     path = tiny_export.directory + "/" + tiny_export.artifacts["onnx_fp32"]["file"]
     latency_only = OpenVinoEngine(path, split_from=None)
     np.testing.assert_allclose(latency_only.run(feeds)[OUTPUT_HEATMAP], one.run(feeds)[OUTPUT_HEATMAP], atol=1e-5)

@@ -70,7 +70,8 @@ class OpenVinoEngine(Engine):
         self.precision = precision
         self._threads = threads
         self._streams = streams
-        self._split_from = split_from  # None: every batch on the latency model
+        # None: every batch on the latency model (also where there is one stream to split across)
+        self._split_from = split_from if compile_properties(THROUGHPUT, threads, streams)["NUM_STREAMS"] > 1 else None
         self._model = None
         self._compiled: dict[str, object] = {}  # hint -> CompiledModel
         self._requests: dict[str, list] = {}  # hint -> its infer requests
