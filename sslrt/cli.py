@@ -58,6 +58,9 @@ def read_pairs_csv(path: str) -> list[tuple[str, str]]:
     return pairs
 
 
+_AS_COMMAND = False  # main() reads the process's own arguments: this process is the command
+
+
 def process_age_ms() -> float | None:
     """Milliseconds since this process started (Python's start-up and the imports, when called as
     a command begins); None where /proc does not say (10 ms resolution)."""
@@ -189,7 +192,7 @@ def run(
     """Localize the sound of AUDIO in IMAGE (or of every pair in --pairs)."""
     from sslrt.runtime.pipeline import Localizer
 
-    startup_ms = process_age_ms()  # Python, the imports of this command
+    startup_ms = process_age_ms() if _AS_COMMAND else None  # Python and the imports of this command
 
     if pairs is not None:
         if image is not None or audio is not None:
@@ -481,6 +484,8 @@ def main(argv: list[str] | None = None) -> None:
     def _one_line_warning(message, category, filename, lineno, file=None, line=None):
         _err(f"warning: {message}")
 
+    global _AS_COMMAND
+    _AS_COMMAND = _AS_COMMAND or argv is None
     warnings.showwarning = _one_line_warning
     try:
         args = list(sys.argv[1:] if argv is None else argv)

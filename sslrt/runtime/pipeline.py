@@ -401,7 +401,7 @@ class Localizer:
         if workers is None:
             workers = max(1, min(4, (os.cpu_count() or 2) // 2))
         lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
-        in_flight = InFlight(capacity=max(16, batch_size * (lookahead + 2)))
+        in_flight = InFlight(capacity=max(8, batch_size * (lookahead + 1)))  # about the pairs in flight
         prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache, in_flight)  # noqa: E731
         if workers <= 0:
             for batch in _batches(pairs, batch_size):
