@@ -43,6 +43,10 @@ CANDIDATES = [
     ("torch fp32 (CPU)", "torch", "fp32", False),
     ("onnxruntime fp32 (CPU)", "onnxruntime", "fp32", False),
     ("onnxruntime fp16 graph (CPU provider)", "onnxruntime", "fp16", False),
+    ("onnxruntime int8 QDQ (CPU)", "onnxruntime", "int8", False),
+    ("openvino fp32 (CPU)", "openvino", "fp32", False),
+    ("openvino fp16 graph (CPU)", "openvino", "fp16", False),
+    ("openvino int8 QDQ (CPU)", "openvino", "int8", False),
     ("onnxruntime-cuda fp32", "onnxruntime-cuda", "fp32", False),
     ("onnxruntime-cuda fp16 graph", "onnxruntime-cuda", "fp16", False),
     ("onnxruntime-trt fp16", "onnxruntime-trt", "fp16", False),
@@ -154,8 +158,13 @@ def main() -> int:
         print(f"checkpoint: {ckpt_desc}", file=sys.stderr)
         exports, export_error = {}, None
         try:
+<<<<<<< HEAD
             exports["fp16"] = export_checkpoint(ckpt, str(work / "export16"), targets=["onnx_fp16"]
                                                 + (["tensorrt_fp16"] if "tensorrt" in available else []), family=args.family)
+=======
+            exports["fp16"] = export_checkpoint(ckpt, str(work / "export16"), targets=["onnx_fp16", "onnx_int8"]
+                                                + (["tensorrt_fp16"] if "tensorrt" in available else []))
+>>>>>>> cpuspeed
             if "tensorrt" in available:
                 exports["fp32"] = export_checkpoint(ckpt, str(work / "export32"), targets=["tensorrt_fp32"], family=args.family)
         except SslrtError as exc:  # e.g. onnx missing: the torch rows can still be measured
@@ -272,7 +281,8 @@ def markdown(r: dict) -> str:
     for row in r["rows"]:
         if "skipped" in row:
             continue
-        budget = "" if row["precision"] != "fp16" else ("met" if row["within_fp16_budget"] else "MISSED: " + "; ".join(row["budget_failures"]))
+        budget = ("n/a (INT8: see benchmarks/cpu/int8_accuracy_*)" if row["precision"] == "int8" else "") \
+            if row["precision"] != "fp16" else ("met" if row["within_fp16_budget"] else "MISSED: " + "; ".join(row["budget_failures"]))
         lines.append(f"| {row['label']} | {row['device']} | {row['max_abs']:.2e} | {row['mean_abs']:.2e} | {row['min_cosine']:.6f} | "
                      f"{row['argmax_agreement']:.1%} ({row['argmax_near_ties']}) | {row['mean_ciou']:.4f} | {row['localization_agreement']:.1%} | {budget} | "
                      f"{row['ms_per_pair']} |")

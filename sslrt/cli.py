@@ -6,6 +6,7 @@ stdout alone, progress and warnings to stderr.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -111,14 +112,30 @@ def _is_video(path: Path) -> bool:
     return is_video_file(path)
 
 
+_AS_COMMAND = False  # main() reads the process's own arguments: this process is the command
+
+
+def process_age_ms() -> float | None:
+    """Milliseconds since this process started (Python's start-up and the imports, when called as
+    a command begins); None where /proc does not say (10 ms resolution)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = float(f.read().rpartition(")")[2].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, (uptime - start_ticks / os.sysconf("SC_CLK_TCK")) * 1e3)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def _default_model() -> str:
     from sslrt.resolve import demo_model_dir
 
     return demo_model_dir()
 
 
-BACKEND_HELP = ("auto | tensorrt | onnxruntime | onnxruntime-cuda | onnxruntime-trt | torch | torch-cuda "
-                "(auto: TensorRT > ONNX Runtime CUDA > ONNX Runtime CPU, by what is installed and exported; "
+BACKEND_HELP = ("auto | tensorrt | onnxruntime | onnxruntime-cuda | onnxruntime-trt | openvino | torch | torch-cuda "
+                "(auto: TensorRT > ONNX Runtime CUDA > OpenVINO CPU > ONNX Runtime CPU, by what is installed and exported; "
                 "`sslrt backends` lists them).")
 
 
@@ -258,6 +275,8 @@ def run(
     from sslrt.runtime.overlay import check_picture_path, render_overlay, save_png
     from sslrt.runtime.pipeline import Localizer
 
+    startup_ms = process_age_ms() if _AS_COMMAND else None  # Python and the imports of this command
+
     video_input = None
     if pairs is not None:
         if image is not None or audio is not None:
@@ -304,14 +323,20 @@ def run(
                 _err(f"warning: {w}")
             if save is not None or save_dir is not None:
                 from sslrt.preprocess import load_image
+                from sslrt.runtime.overlay import render_overlay
 
                 target = save if save is not None else save_dir / _overlay_name(res.image, res.audio, row, taken)
                 rgb = video_input.rgb if video_input is not None else load_image(res.image)
                 overlays.append((target, render_overlay(rgb, res.heatmap, res.bbox, res.peak, sounding=res.sounding)))
             if bar:
                 bar.advance(task)
-    for target, picture in overlays:
-        save_png(target, picture)
+    if results and startup_ms is not None:
+        results[0].timings_ms["startup"] = startup_ms
+    if overlays:
+        from sslrt.runtime.overlay import save_png
+
+        for target, picture in overlays:
+            save_png(target, picture)
     if as_json:
         if len(results) == 1 and pairs is None:
             print(json.dumps(results[0].to_dict()))
@@ -637,16 +662,115 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split("\n")).replace("\r", " ")
 
 
+# -- the quick path of the commands a person runs often ---------------------------------------
+# The CLI framework coerces every option through pydantic (~0.15-0.3 s of imports and schema
+# building on each call, as much as numpy, OpenCV and ONNX Runtime together). For well-formed
+# command lines of these commands, whose options are all plain (str, int, float, Path, flags),
+# the values are parsed here from the same declarations; anything else (--help, a mistake, an
+# option this parser does not know) goes to the framework, which gives its usual messages.
+QUICK_COMMANDS = ("run",)
+
+
+def _plain_type(annotation):
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Union and len(args) == 1:
+        annotation = args[0]
+    return annotation if annotation in (str, int, float, Path, bool) else None
+
+
+@functools.lru_cache(maxsize=None)
+def _quick_declarations(name: str):
+    """(positional [(param, type, required)], options {flag: (param, type, value for a flag)},
+    defaults) of command `name`, or None where a parameter is not plain."""
+    import inspect
+    import typing
+
+    from typer.models import ArgumentInfo, OptionInfo
+
+    command = next((c for c in app.registered_commands if (c.name or c.callback.__name__) == name), None)
+    if command is None:
+        return None
+    hints = typing.get_type_hints(command.callback)
+    positional, options, defaults = [], {}, {}
+    for param in inspect.signature(command.callback).parameters.values():
+        info, kind = param.default, _plain_type(hints.get(param.name))
+        if kind is None or not isinstance(info, (ArgumentInfo, OptionInfo)) or info.callback or info.envvar \
+                or info.parser or info.min is not None or info.max is not None or info.exists or info.default is ...:
+            return None
+        defaults[param.name] = info.default
+        if isinstance(info, ArgumentInfo):
+            positional.append((param.name, kind))
+            continue
+        decls = info.param_decls or (f"--{param.name.replace('_', '-')}",)
+        if kind is bool and not info.param_decls:
+            decls = (f"--{param.name.replace('_', '-')}/--no-{param.name.replace('_', '-')}",)
+        for decl in decls:
+            for i, flag in enumerate(decl.split("/")):
+                options[flag.strip()] = (param.name, kind, i == 0) if kind is bool else (param.name, kind, None)
+    return positional, options, defaults
+
+
+def fast_parse(argv: list[str]):
+    """(callback, keyword arguments) for a well-formed command line of QUICK_COMMANDS, else None."""
+    if not argv or argv[0] not in QUICK_COMMANDS:
+        return None
+    declared = _quick_declarations(argv[0])
+    if declared is None:
+        return None
+    positional, options, kwargs = declared[0], declared[1], dict(declared[2])
+    command = next(c for c in app.registered_commands if (c.name or c.callback.__name__) == argv[0])
+    tokens, free = list(argv[1:]), []
+    try:
+        while tokens:
+            token = tokens.pop(0)
+            if token == "--" or token == "-":
+                return None
+            if not token.startswith("-"):
+                free.append(token)
+                continue
+            flag, _, value = token.partition("=")
+            if flag not in options:
+                return None
+            name, kind, flag_value = options[flag]
+            if kind is bool:
+                if value:
+                    return None
+                kwargs[name] = flag_value
+                continue
+            if not value:
+                if not tokens:
+                    return None
+                value = tokens.pop(0)
+            kwargs[name] = kind(value)
+        if len(free) > len(positional):
+            return None
+        for (name, kind), value in zip(positional, free):
+            kwargs[name] = kind(value)
+    except ValueError:
+        return None
+    return command.callback, kwargs
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors -> one line on stderr, exit code 2; interruption (SIGINT,
     Ctrl-C) -> "interrupted", exit code 130 (SIGTERM: 143), after cleanup; warnings -> one line each."""
     def _one_line_warning(message, category, filename, lineno, file=None, line=None):
         _err(f"warning: {_one_line(message)}")
 
+    global _AS_COMMAND
+    _AS_COMMAND = _AS_COMMAND or argv is None
     warnings.showwarning = _one_line_warning
     previous = _install_signal_handlers()
     try:
-        code = app(args=argv, prog_name="sslrt", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        fast = fast_parse(args)
+        if fast is not None:
+            callback, kwargs = fast
+            code = callback(**kwargs)
+        else:
+            code = app(args=args, prog_name="sslrt", standalone_mode=False)
     except SslrtError as exc:
         _err(f"error: {_one_line(exc)}")
         sys.exit(2)

@@ -116,7 +116,7 @@ except SystemExit as exc:
     code = exc.code
 heavy = sorted({m.split('.')[0] if m.startswith('torch') else m for m in sys.modules
                 if m == 'torch' or m.startswith(('torch.', 'sslrt.export', 'sslrt.model', 'sslrt.train', 'onnx.'))
-                or m == 'onnx'})
+                or m in ('onnx', 'openvino', 'rich', 'pydantic')})
 print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 """
 
@@ -128,6 +128,31 @@ def test_sslrt_run_on_an_export_imports_neither_torch_nor_the_exporter(tiny_expo
     assert report["code"] in (0, None), proc.stderr
     assert json.loads(proc.stdout)["peak"]
     assert report["heavy"] == [], f"the run path imported {report['heavy']}"
+
+
+@pytest.mark.parametrize("args", [
+    ["a.jpg", "b.wav"],
+    ["a.jpg", "b.wav", "--json", "-m", "x", "--backend=openvino", "--threads", "2", "--no-reuse-embeddings",
+     "--sounding-threshold", "-0.5", "--precision", "int8", "--cuda-graph", "--batch-size", "4", "--save", "o.png"],
+    ["--pairs", "p.csv", "--save-dir", "d", "--family", "ours", "--reuse-embeddings"],
+])
+def test_quick_parse_of_sslrt_run_equals_the_frameworks(args):
+    """`sslrt run` skips the CLI framework's pydantic coercion (rich and pydantic stay out of the run
+    path, see above); what it parses must be what the framework would."""
+    import typer
+
+    from sslrt.cli import app, fast_parse
+
+    callback, kwargs = fast_parse(["run", *args])
+    assert callback.__name__ == "run"
+    assert kwargs == typer.main.get_command(app).commands["run"].make_context("run", list(args)).params
+
+
+@pytest.mark.parametrize("args", [["--help"], ["a", "b", "c"], ["--threads", "x"], ["--bogus"], ["a", "--json=1"], ["--model"]])
+def test_quick_parse_leaves_the_rest_to_the_framework(args):
+    from sslrt.cli import fast_parse
+
+    assert fast_parse(["run", *args]) is None
 
 
 def test_sslrt_run_opens_exactly_the_sessions_that_run(media, capsys, monkeypatch):
@@ -164,9 +189,9 @@ def test_backend_table_is_data_declared_by_the_adapters():
     from sslrt.engines import backend_table, choose_backend
 
     table = backend_table()
-    assert set(table) == {"onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt", "torch", "torch-cuda"}
+    assert set(table) == {"onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "openvino", "tensorrt", "torch", "torch-cuda"}
     for name, row in table.items():
-        module = {"onnx": ("onnxruntime",), "tensorrt": ("tensorrt",), "checkpoint": ("torch",)}[row.artifact]
+        module = {"onnx": ("onnxruntime", "openvino"), "tensorrt": ("tensorrt",), "checkpoint": ("torch",)}[row.artifact]
         assert row.factory.__module__.rsplit(".", 1)[-1] in module, name
         assert row.install_hint and set(row.precisions) <= set(engines.PRECISIONS)
     # auto is a pure function of (installed, artifacts, precision)
@@ -175,6 +200,32 @@ def test_backend_table_is_data_declared_by_the_adapters():
     assert choose_backend({"onnxruntime", "tensorrt"}, fp32 | {"tensorrt_fp16"}) == ("tensorrt", "fp16")
     assert choose_backend({"onnxruntime", "onnxruntime-cuda"}, fp32 | {"onnx_fp16"}, "fp16") == ("onnxruntime-cuda", "fp16")
     assert choose_backend({"onnxruntime"}, fp32 | {"onnx_int8"}, "int8") == ("onnxruntime", "int8")
+    # OpenVINO is the faster CPU backend where installed (docs/ARCHITECTURE.md, measured CPU ranking)
+    assert choose_backend({"onnxruntime", "openvino"}, fp32 | {"onnx_int8"}, "int8") == ("openvino", "int8")
+    assert choose_backend({"onnxruntime", "openvino", "tensorrt"}, fp32 | {"tensorrt_fp16"}) == ("tensorrt", "fp16")
+
+
+def test_choose_backend_ranks_per_precision(monkeypatch):
+    """A row's rank may differ by precision (BackendRow.precision_ranks); auto takes the best
+    (row, precision) pair, the row's auto_precisions breaking ties in their order."""
+    import dataclasses
+
+    from sslrt import engines
+    from sslrt.engines import backend_table, choose_backend
+
+    table = dict(backend_table())
+    table["onnxruntime"] = dataclasses.replace(table["onnxruntime"], auto_rank=30, precision_ranks={"int8": 24})
+    table["openvino"] = dataclasses.replace(table["openvino"], auto_rank=25, precision_ranks={},
+                                            auto_precisions=("fp32",))
+    monkeypatch.setattr(engines, "_TABLE", table)
+    arts = {"onnx_fp32", "onnx_int8"}
+    both = {"onnxruntime", "openvino"}
+    assert choose_backend(both, arts, "int8") == ("onnxruntime", "int8")
+    assert choose_backend(both, arts, "fp32") == ("openvino", "fp32")
+    assert choose_backend(both, arts) == ("openvino", "fp32")  # no precision asked: the rows' auto precisions
+    assert choose_backend({"onnxruntime"}, arts, "fp32") == ("onnxruntime", "fp32")
+    assert table["onnxruntime"].rank("int8") == 24 and table["onnxruntime"].rank("fp32") == 30
+    assert dataclasses.replace(table["onnxruntime"], auto_rank=None).rank("int8") is None
 
 
 def test_export_targets_table_and_list(capsys):

@@ -20,7 +20,10 @@ def test_run_json_has_every_field(tiny_export, media, capsys):
     x0, y0, x1, y1 = r["bbox"]
     assert 0 <= x0 <= x <= x1 <= w and 0 <= y0 <= y <= y1 <= h
     assert r["backend"] == "onnxruntime" and r["precision"] == "fp32"
-    assert set(r["timings_ms"]) == {"preprocess", "inference", "postprocess"}
+    t = r["timings_ms"]
+    # one pair: its inference is the first call (warm-up included), and the one-time costs are named
+    assert {"preprocess", "inference", "postprocess", "load"} <= set(t) and t["first_call"] is True
+    assert set(t) <= {"preprocess", "inference", "postprocess", "load", "startup", "first_call"}
 
 
 def test_run_human_summary_and_overlay(tiny_export, media, tmp_path, capsys):

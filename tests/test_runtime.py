@@ -52,6 +52,26 @@ def test_each_distinct_input_is_encoded_once(tiny_export, media):
     assert np.array_equal(again.heatmap, results[1].heatmap)
 
 
+def test_an_input_shared_by_the_pairs_in_flight_is_decoded_once(tiny_export, media, monkeypatch):
+    """One image, many sounds (and one sound, many images): decoded and transformed once, before
+    any embedding reaches the cache; the results equal those of one pair at a time."""
+    from sslrt.runtime import pipeline
+
+    decoded, spectrograms = [], []
+    real_load, real_audio = pipeline.load_image, pipeline._prepare_audio
+    monkeypatch.setattr(pipeline, "load_image", lambda *a, **k: decoded.append(1) or real_load(*a, **k))
+    monkeypatch.setattr(pipeline, "_prepare_audio", lambda a, spec=None: spectrograms.append(1) or real_audio(a, spec))
+    img, sounds = media / "scene.jpg", [media / "sound.wav", media / "stereo44k.flac", media / "short.ogg"]
+    pairs = [(img, s) for s in sounds] + [(media / "scene.png", sounds[0])]
+    for workers in (0, 1, 2):
+        loc = Localizer.open(tiny_export.directory)
+        decoded.clear(), spectrograms.clear()
+        got = list(loc.localize_many(pairs, batch_size=2, workers=workers))
+        assert len(decoded) == 2 and len(spectrograms) == 3, workers
+        alone = [Localizer.open(tiny_export.directory).localize(*p) for p in pairs]
+        assert all(np.array_equal(a.heatmap, b.heatmap) and a.warnings == b.warnings for a, b in zip(got, alone))
+
+
 def test_arrays_are_cached_by_content(tiny_export, media):
     from sslrt.preprocess import load_image
 

@@ -19,7 +19,7 @@ from sslrt.graphs import GRAPH_IO, GRAPHS, OUTPUT_AUDIO_EMBEDDING, OUTPUT_HEATMA
 
 # The adapter modules, imported for their rows (each imports its runtime library only when a
 # probe or factory runs, so reading the table is cheap).
-ADAPTER_MODULES = ("sslrt.engines.onnxruntime", "sslrt.engines.tensorrt", "sslrt.engines.torch")
+ADAPTER_MODULES = ("sslrt.engines.onnxruntime", "sslrt.engines.openvino", "sslrt.engines.tensorrt", "sslrt.engines.torch")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 _TABLE: dict[str, BackendRow] | None = None
@@ -78,17 +78,22 @@ def graphs_for(row: BackendRow, artifacts: Iterable[str], precision: str) -> tup
 def choose_backend(available: Iterable[str], artifacts: Iterable[str], precision: str | None = None) -> tuple[str, str]:
     """`auto`: the best (backend, precision) given what is installed and what the export holds.
 
-    Rows are ranked by their `auto_rank` (GPU engines first, then the fastest CPU backend as
-    measured; see docs/ARCHITECTURE.md); without an explicit precision a row runs the first of
-    its `auto_precisions` that the export has.
+    (row, precision) candidates are ranked by the row's rank for that precision (`auto_rank`,
+    or its `precision_ranks` override: GPU engines first, then the fastest CPU backend as
+    measured; see docs/ARCHITECTURE.md); without an explicit precision each row offers its
+    `auto_precisions` that the export has, in their order.
     """
     available, artifacts = set(available), set(artifacts)
-    rows = sorted((r for r in backend_table().values() if r.auto_rank is not None and r.name in available),
-                  key=lambda r: r.auto_rank)
-    for row in rows:
-        for p in ([precision] if precision else row.auto_precisions):
+    candidates = []  # (rank, row order, preference) -> (row, precision)
+    for order, row in enumerate(backend_table().values()):
+        if row.auto_rank is None or row.name not in available:
+            continue
+        for preference, p in enumerate([precision] if precision else row.auto_precisions):
             if p in row.precisions and has_artifact(row, artifacts, p):
-                return row.name, p
+                candidates.append(((row.rank(p), order, preference), row.name, p))
+    if candidates:
+        _, name, p = min(candidates)
+        return name, p
     have = ", ".join(sorted(artifacts)) or "nothing"
     if precision and not any(a.split("_")[1:2] == [precision] for a in artifacts):
         raise SslrtError(f"the export has no {precision} model (has: {have}): re-export with --precision {precision}")

@@ -127,6 +127,8 @@ class BackendRow:
     differ (ONNX Runtime's TensorRT provider builds its fp16 engine from the fp32 graph).
     probe: whether it can run on this machine (packages, GPU), cheap and without side effects.
     auto_rank: its place in `auto` (lower first; None: never chosen by auto).
+    precision_ranks: per-precision overrides of auto_rank, where the measured order of the CPU
+    backends differs by precision (see docs/ARCHITECTURE.md).
     auto_precisions: what it runs when no precision is asked, in order of preference.
     """
 
@@ -142,6 +144,13 @@ class BackendRow:
     artifact_precision: dict = field(default_factory=dict)
     cuda_graph: bool = False
     precision_hint: str = ""  # appended to the "does not run this precision" error
+    precision_ranks: dict = field(default_factory=dict)
+
+    def rank(self, precision: str) -> int | None:
+        """Its place in `auto` for `precision` (None: never chosen by auto)."""
+        if self.auto_rank is None:
+            return None
+        return self.precision_ranks.get(precision, self.auto_rank)
 
 
 # -- the batch profile of engines built for a range of batch sizes (TensorRT, its ORT provider) ---

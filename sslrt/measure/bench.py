@@ -102,7 +102,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "gpu": None, "versions": {}}
-    for name in ("sslrt", "onnxruntime", "onnxruntime-gpu", "torch", "numpy", "opencv-python-headless", "tensorrt"):
+    for name in ("sslrt", "onnxruntime", "onnxruntime-gpu", "openvino", "torch", "numpy", "opencv-python-headless", "tensorrt"):
         try:
             info["versions"][name] = md.version(name)
         except md.PackageNotFoundError:
@@ -185,7 +185,7 @@ def e2e_pass(loc, pairs, batch: int, sequential: bool) -> tuple[float, list[floa
         if cache is not None:
             cache.clear()
     marks, start = [], time.perf_counter()
-    for i, _ in enumerate(loc.localize_many(pairs, batch_size=batch, workers=0 if sequential else 1), start=1):
+    for i, _ in enumerate(loc.localize_many(pairs, batch_size=batch, workers=0 if sequential else None), start=1):
         if i % batch == 0 or i == len(pairs):
             marks.append(time.perf_counter())
     per_batch = np.diff([start] + marks) * 1e3

@@ -7,7 +7,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict, deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -38,6 +38,10 @@ class Localization:
     image_size: tuple[int, int]  # (height, width)
     backend: str
     precision: str
+    # preprocess, inference (the batch's engine time / pairs), postprocess; the results of a
+    # Localizer's first batch add first_call: true (their inference includes the engines' warm-up)
+    # and the first result "load" (resolving the model and opening the engines; `sslrt run` adds
+    # "startup": process start -> the command, i.e. Python and the imports).
     timings_ms: dict[str, float]
     image: str | None = None
     audio: str | None = None
@@ -69,7 +73,7 @@ class Localization:
             "image_size": {"height": self.image_size[0], "width": self.image_size[1]},
             "backend": self.backend,
             "precision": self.precision,
-            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+            "timings_ms": {k: v if isinstance(v, bool) else round(v, 3) for k, v in self.timings_ms.items()},
             "warnings": self.warnings,
         }
 
@@ -78,10 +82,12 @@ class Localization:
         name = f"{os.path.basename(self.image)} + {os.path.basename(self.audio)}: " if self.image and self.audio else ""
         t = self.timings_ms
         silent = "no sound source (" if self.sounding is False else ""
+        first = "".join(f", {k} {t[k]:.1f} ms" for k in ("load", "startup") if k in t)
+        first += " (first call)" if t.get("first_call") else ""
         return (f"{name}{silent}sound at ({self.peak[0]:.0f}, {self.peak[1]:.0f}) px, box [{x0:.0f}, {y0:.0f}, {x1:.0f}, {y1:.0f}], "
                 f"score {self.score:.3f}{')' if silent else ''}  [{self.family}, {self.backend} {self.precision}; "
                 f"preprocess {t['preprocess']:.1f} ms, "
-                f"inference {t['inference']:.1f} ms, postprocess {t['postprocess']:.1f} ms]")
+                f"inference {t['inference']:.1f} ms, postprocess {t['postprocess']:.1f} ms{first}]")
 
 
 @dataclass
@@ -174,10 +180,50 @@ def _prepare_audio(audio, spec: ModelSpec | None = None) -> tuple[np.ndarray, st
     return spectrogram_from_waveform(samples, sr, audio_spec, name=name), name
 
 
+class InFlight:
+    """Preparations shared by key while their pairs are being prepared: an input repeated within
+    the batches in flight (one image with many sounds, one sound with many images) is decoded
+    and transformed once, before its embedding reaches the cache. Bounded, thread-safe; a failed
+    preparation fails every pair that shares it, as it would have alone."""
+
+    def __init__(self, capacity: int = 64):
+        self.capacity = capacity
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key, compute):
+        with self._lock:
+            future = self._items.get(key)
+            owner = future is None
+            if owner:
+                future = self._items[key] = Future()
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+            else:
+                self._items.move_to_end(key)
+        if owner:
+            try:
+                future.set_result(compute())
+            except BaseException as exc:
+                future.set_exception(exc)
+                raise
+        return future.result()
+
+
+def _recording(compute):
+    """compute() with the warnings it raises: (value, [(message, is an AudioInputWarning)])."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = compute()
+    return value, [(str(w.message), issubclass(w.category, AudioInputWarning)) for w in caught]
+
+
 def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
-                 audio_cache: EmbeddingCache | None = None, spec: ModelSpec | None = None) -> PreparedPair:
+                 audio_cache: EmbeddingCache | None = None, spec: ModelSpec | None = None,
+                 in_flight: InFlight | None = None) -> PreparedPair:
     """Decode and transform one pair with the family's transforms (`spec`; None: the paper's),
-    skipping what the caches already hold; silent audio is kept, with a warning recorded."""
+    skipping what the caches already hold (and, with `in_flight`, what another pair being prepared
+    shares); silent audio is kept, with a warning recorded."""
     t0 = time.perf_counter()
     encoded = None
     if isinstance(image, (str, os.PathLike)):
@@ -188,24 +234,27 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
     else:
         image_key = input_key(image)
     audio_key = input_key(audio)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cached_image = image_cache.get(image_key) if image_cache else None
-        if cached_image is not None:
-            tensor, size = None, cached_image[1]
-        else:
-            rgb = load_image(image, encoded) if encoded is not None else image
-            tensor, size = image_to_tensor(rgb, spec.image if spec is not None else None), tuple(np.shape(rgb)[:2])
-        cached_audio = audio_cache.get(audio_key) if audio_cache else None  # (embedding, its audio warnings)
-        if cached_audio is not None:
-            spectrogram = None
-            caught_audio = cached_audio[1]
-        else:
-            spectrogram, _ = _prepare_audio(audio, spec)
-            caught_audio = None
-    audio_warnings = caught_audio if caught_audio is not None else [str(w.message) for w in caught
-                                                                     if issubclass(w.category, AudioInputWarning)]
-    messages = [str(w.message) for w in caught if not issubclass(w.category, AudioInputWarning)] + list(audio_warnings)
+    once = in_flight.get if in_flight is not None else (lambda key, compute: compute())
+
+    def prepare_image():
+        rgb = load_image(image, encoded) if encoded is not None else image
+        return image_to_tensor(rgb, spec.image if spec is not None else None), tuple(np.shape(rgb)[:2])
+
+    cached_image = image_cache.get(image_key) if image_cache else None
+    image_caught = []
+    if cached_image is not None:
+        tensor, size = None, cached_image[1]
+    else:
+        (tensor, size), image_caught = once(("image", image_key), lambda: _recording(prepare_image))
+    cached_audio = audio_cache.get(audio_key) if audio_cache else None  # (embedding, its audio warnings)
+    if cached_audio is not None:
+        spectrogram = None
+        audio_caught = [(m, True) for m in cached_audio[1]]
+    else:
+        (spectrogram, _), audio_caught = once(("audio", audio_key), lambda: _recording(lambda: _prepare_audio(audio, spec)))
+    caught = image_caught + audio_caught
+    audio_warnings = [m for m, is_audio in audio_caught if is_audio]
+    messages = [m for m, is_audio in caught if not is_audio] + audio_warnings
     return PreparedPair(image_key, audio_key, tensor, spectrogram, size, _name(image), _name(audio), messages, list(audio_warnings),
                         (time.perf_counter() - t0) * 1e3,
                         cached_image[0] if cached_image is not None else None,
@@ -242,6 +291,8 @@ class Localizer:
             raise ValueError("a Localizer needs the model's spec (give a resolved model or a spec)")
         self.sounding_threshold = sounding_threshold
         self.split = {"vision", "audio"} <= set(engines)
+        self.load_ms: float | None = None  # set by open(): resolving the model and opening its engines
+        self._first_call = True
         self.image_cache = EmbeddingCache(cache_size) if self.split else None
         self.audio_cache = EmbeddingCache(cache_size) if self.split else None
 
@@ -254,6 +305,7 @@ class Localizer:
         `notify` receives the line that says what auto chose. With `reuse_embeddings` and encoder
         graphs in the export, the encoders run instead of the fused graph. Exactly the sessions
         that will run are opened."""
+        t0 = time.perf_counter()
         check_threads(threads)  # before any export or session: a bad count fails at once
         # The PyTorch reference runs the checkpoint itself: a checkpoint is then not exported.
         reference_only = backend != "auto" and get_row(backend).artifact == "checkpoint"
@@ -271,7 +323,9 @@ class Localizer:
             for engine in engines.values():
                 engine.close()
             raise
-        return cls(engines, resolved, sounding_threshold=sounding_threshold)
+        localizer = cls(engines, resolved, sounding_threshold=sounding_threshold)
+        localizer.load_ms = (time.perf_counter() - t0) * 1e3
+        return localizer
 
     @property
     def engine(self) -> Engine:
@@ -337,20 +391,32 @@ class Localizer:
             image=p.image, audio=p.audio, warnings=p.warnings, family=self.spec.name, heatmap_units=self.spec.heatmap_units,
             sounding=loc["sounding"], sounding_value=loc["sounding_value"], sounding_threshold=loc["sounding_threshold"])
             for p, h, loc in zip(batch, heatmaps, located)]
+        if self._first_call:
+            self._first_call = False
+            for r in results:
+                r.timings_ms["first_call"] = True
+            if self.load_ms is not None:
+                results[0].timings_ms["load"] = self.load_ms
         if keep_embeddings and v is not None:
             for r, vi, ai in zip(results, v, a):
                 r.image_embedding, r.audio_embedding = vi, ai
         return results
 
-    def localize_many(self, pairs: Iterable[tuple], batch_size: int = 8, workers: int = 1,
+    def localize_many(self, pairs: Iterable[tuple], batch_size: int = 8, workers: int | None = None,
                       keep_embeddings: bool = False) -> Iterator[Localization]:
         """Pairs in, results out in the same order, `batch_size` pairs per engine call.
 
         With `workers` > 0, decoding and preprocessing of the next batches run in a thread pool
-        while the engine runs the current one (OpenCV, NumPy, SciPy and the engines release the GIL).
+        while the engine runs the current one (OpenCV, NumPy and the engines release the GIL);
+        None: one worker per two cores (one on a two-core machine, where the engine needs both),
+        at most four. An input repeated among the pairs in flight is prepared once.
         """
         check_batch_size(batch_size)
-        prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache, self.spec)  # noqa: E731
+        if workers is None:
+            workers = max(1, min(4, (os.cpu_count() or 2) // 2))
+        lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
+        in_flight = InFlight(capacity=max(8, batch_size * (lookahead + 1)))  # about the pairs in flight
+        prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache, self.spec, in_flight)  # noqa: E731
         if workers <= 0:
             for batch in _batches(pairs, batch_size):
                 yield from self.run_prepared([prepare(pair) for pair in batch], keep_embeddings)
@@ -358,7 +424,6 @@ class Localizer:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending: deque = deque()
             batches = _batches(pairs, batch_size)
-            lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
             for batch in batches:
                 pending.append([pool.submit(prepare, pair) for pair in batch])
                 if len(pending) > lookahead:

@@ -1,0 +1,174 @@
+"""OpenVINO adapter (registry name `openvino`): the CPU plugin running the exported graphs.
+
+It reads what `sslrt export` writes, without conversion step: the ONNX graphs (fp32, the fp16
+graph, the INT8 QDQ graphs; OpenVINO's low-precision transformations turn the QDQ pairs into
+int8 kernels) and, where the export has them, OpenVINO IR files (`openvino_int8*`: NNCF's
+post-training quantization, see sslrt/export/openvino.py).
+
+Properties, as measured on a 2-core AMD EPYC (benchmarks/openvino_modes.py):
+- INFERENCE_PRECISION_HINT f32 always. The CPU plugin's default on a CPU with bf16 instructions
+  is bf16, which is not fp32 (heatmaps off by ~1e-2) and, for the INT8 graphs, also slower.
+- a batch of one runs on a LATENCY-compiled model (one stream, every thread on the one request);
+- a batch of two or more is split across the streams of a THROUGHPUT-compiled model (one infer
+  request per stream, run concurrently) and the outputs concatenated in order: on two cores, two
+  one-thread streams keep both cores busier than one two-thread stream (the convolutions of a
+  14x14 map do not split well across threads).
+Both compiled models have a dynamic batch axis; each is compiled on first use and kept.
+`threads` sets INFERENCE_NUM_THREADS (and caps the streams). No torch, and openvino is imported
+only when an engine loads or the probe looks for it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+
+import numpy as np
+
+from sslrt.engines.base import Artifact, BackendRow, Engine, EngineOptions, TensorSpec
+from sslrt.errors import BackendUnavailable, SslrtError, first_line
+
+INSTALL = "openvino: pip install 'sslrt[openvino]'"
+LATENCY, THROUGHPUT = "LATENCY", "THROUGHPUT"
+# Batches below this run on the latency model; from it on, split across the throughput streams.
+SPLIT_FROM = 2
+
+_core = None
+_core_lock = threading.Lock()
+
+
+def core():
+    """The process's one ov.Core (it owns the plugin and its thread pools)."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            try:
+                import openvino as ov
+            except ImportError:
+                raise BackendUnavailable(f"backend 'openvino' needs {INSTALL}") from None
+            _core = ov.Core()
+        return _core
+
+
+def compile_properties(hint: str, threads: int | None = None, streams: int | None = None) -> dict:
+    """The CPU plugin's properties for one compiled model (see the module's docstring)."""
+    props = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        props["INFERENCE_NUM_THREADS"] = int(threads)
+    if hint == THROUGHPUT:
+        cores = threads or os.cpu_count() or 1
+        props["NUM_STREAMS"] = int(streams or max(1, min(cores, 2)))
+    return props
+
+
+class OpenVinoEngine(Engine):
+    backend = "openvino"
+
+    def __init__(self, model_path: str, precision: str = "fp32", threads: int | None = None,
+                 split_from: int | None = SPLIT_FROM, streams: int | None = None) -> None:
+        self.model_path = model_path
+        self.precision = precision
+        self._threads = threads
+        self._streams = streams
+        # None: every batch on the latency model (also where there is one stream to split across)
+        self._split_from = split_from if compile_properties(THROUGHPUT, threads, streams)["NUM_STREAMS"] > 1 else None
+        self._model = None
+        self._compiled: dict[str, object] = {}  # hint -> CompiledModel
+        self._requests: dict[str, list] = {}  # hint -> its infer requests
+        self._outputs: list[str] = []
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        ov_core = core()
+        try:
+            model = ov_core.read_model(self.model_path)
+        except Exception as exc:
+            raise SslrtError(f"OpenVINO cannot read the model {self.model_path}: {first_line(exc)[:200]}") from None
+        self._model = model
+        self._outputs = [o.get_any_name() for o in model.outputs]
+        self._compile(LATENCY)
+
+    def _compile(self, hint: str):
+        """The compiled model of `hint` and its requests, compiled on first use."""
+        if hint not in self._compiled:
+            props = compile_properties(hint, self._threads, self._streams)
+            try:
+                compiled = core().compile_model(self._model, "CPU", props)
+            except Exception as exc:
+                raise SslrtError(f"OpenVINO cannot compile {self.model_path}: {first_line(exc)[:200]}") from None
+            n = 1 if hint == LATENCY else int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self._requests[hint] = [compiled.create_infer_request() for _ in range(max(1, n))]
+            self._compiled[hint] = compiled
+        return self._compiled[hint]
+
+    def _specs(self, ports) -> list[TensorSpec]:
+        specs = []
+        for port in ports:
+            shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+            specs.append(TensorSpec(port.get_any_name(), shape, str(port.get_element_type().to_dtype())))
+        return specs
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        self.load()
+        return self._specs(self._model.inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        self.load()
+        return self._specs(self._model.outputs)
+
+    @property
+    def compiled_hints(self) -> tuple[str, ...]:
+        """The compiled models held (for tests and the first-call accounting)."""
+        return tuple(self._compiled)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.load()
+        feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+        batch = len(next(iter(feeds.values())))
+        with self._lock:  # the requests are the engine's state: one call at a time
+            if self._split_from is not None and batch >= self._split_from:
+                self._compile(THROUGHPUT)
+                requests = self._requests[THROUGHPUT]
+                if len(requests) > 1:
+                    return self._run_split(requests, feeds, batch)
+            request = self._requests[LATENCY][0] if LATENCY in self._requests else self._requests[THROUGHPUT][0]
+            request.infer(feeds, share_inputs=True)
+            return {name: request.get_tensor(name).data.copy() for name in self._outputs}
+
+    def _run_split(self, requests: list, feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+        """Contiguous slices of the batch, one per stream, run concurrently; outputs in order."""
+        bounds = np.linspace(0, batch, min(len(requests), batch) + 1).round().astype(int)
+        used = []
+        for request, lo, hi in zip(requests, bounds[:-1], bounds[1:]):
+            request.start_async({k: v[lo:hi] for k, v in feeds.items()}, share_inputs=True)
+            used.append(request)
+        for request in used:
+            request.wait()
+        return {name: np.concatenate([r.get_tensor(name).data for r in used]) for name in self._outputs}
+
+    def close(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._compiled.clear()
+            self._model = None
+
+
+# -- the rows of the backend table ------------------------------------------------------------
+def _installed() -> bool:
+    try:
+        return importlib.util.find_spec("openvino") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _factory(artifact: Artifact, options: EngineOptions) -> OpenVinoEngine:
+    return OpenVinoEngine(artifact.path, precision=artifact.precision, threads=options.threads)
+
+
+ROWS = (
+    BackendRow("openvino", "onnx", ("fp32", "fp16", "int8"), "cpu", _installed, INSTALL, _factory, auto_rank=25),
+)

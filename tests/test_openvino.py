@@ -1,0 +1,124 @@
+"""The OpenVINO backend: parity with ONNX Runtime on the exported graphs, INT8 localization agreement,
+the split of larger batches across streams, and the CLI. Skipped where openvino is not installed."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+pytest.importorskip("openvino", reason="openvino is not installed (pip install 'sslrt[openvino]')")
+
+from sslrt.engines import create_engine  # noqa: E402
+from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_AUDIO_EMBEDDING, OUTPUT_HEATMAP, OUTPUT_IMAGE_EMBEDDING, \
+    input_shapes  # noqa: E402
+from sslrt.resolve import resolve_model  # noqa: E402
+
+
+def _feeds(spec, n: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    shapes = input_shapes(spec)
+    return {INPUT_IMAGE: rng.standard_normal((n, *shapes[INPUT_IMAGE]), dtype=np.float32),
+            INPUT_AUDIO: rng.uniform(-1.3, -0.2, (n, *shapes[INPUT_AUDIO])).astype(np.float32)}
+
+
+@pytest.fixture(scope="module")
+def tiny_all(tmp_path_factory, tiny_checkpoint):
+    """The tiny model with fp32, fp16 and INT8 graphs."""
+    from sslrt.export import export_checkpoint
+
+    return export_checkpoint(str(tiny_checkpoint), str(tmp_path_factory.mktemp("ov") / "tiny"),
+                             targets=["onnx_fp16", "onnx_int8"])
+
+
+def _fp32_parity(exported, batches=(1, 3, 8)):
+    model = resolve_model(exported.directory)
+    feeds = _feeds(model.spec, max(batches))
+    ort = create_engine("onnxruntime", model, "fp32")
+    ov = create_engine("openvino", model, "fp32")
+    assert ov.backend == "openvino" and ov.precision == "fp32" and ov.device == "cpu"
+    assert [s.name for s in ov.inputs] == [INPUT_IMAGE, INPUT_AUDIO] and ov.inputs[0].shape[0] is None
+    for n in batches:  # 1: the latency model; 3 and 8: split across the throughput streams
+        part = {k: v[:n] for k, v in feeds.items()}
+        ref, got = ort.run(part)[OUTPUT_HEATMAP], ov.run(part)[OUTPUT_HEATMAP]
+        assert got.shape == ref.shape == (n, 1, *ref.shape[2:]) and got.dtype == np.float32
+        assert np.abs(got - ref).max() < 1e-4, n
+    for graph, name, output in (("vision", INPUT_IMAGE, OUTPUT_IMAGE_EMBEDDING), ("audio", INPUT_AUDIO, OUTPUT_AUDIO_EMBEDDING)):
+        e_ort, e_ov = create_engine("onnxruntime", model, "fp32", graph=graph), create_engine("openvino", model, "fp32", graph=graph)
+        for n in (1, 5):
+            x = {name: feeds[name][:n]}
+            assert np.abs(e_ov.run(x)[output] - e_ort.run(x)[output]).max() < 1e-4, (graph, n)
+    ov.close()
+
+
+def test_fp32_matches_onnxruntime_tiny(tiny_export):
+    _fp32_parity(tiny_export)
+
+
+@pytest.mark.slow
+def test_fp32_matches_onnxruntime_golden(golden_export):
+    _fp32_parity(golden_export, batches=(1, 4))
+
+
+def test_threads_and_the_latency_only_mode(tiny_export):
+    from sslrt.engines.openvino import LATENCY, THROUGHPUT, OpenVinoEngine, compile_properties
+
+    assert compile_properties(LATENCY, threads=1) == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                                                      "INFERENCE_NUM_THREADS": 1}
+    assert compile_properties(THROUGHPUT, threads=1)["NUM_STREAMS"] == 1
+    model = resolve_model(tiny_export.directory)
+    feeds = _feeds(model.spec, 4)
+    one = create_engine("openvino", model, "fp32", threads=1)
+    assert one._compiled[LATENCY].get_property("INFERENCE_NUM_THREADS") == 1
+    one.run(feeds)
+    assert one.compiled_hints == (LATENCY,)  # one thread: no streams to split a batch across
+    path = tiny_export.directory + "/" + tiny_export.artifacts["onnx_fp32"]["file"]
+    latency_only = OpenVinoEngine(path, split_from=None)
+    np.testing.assert_allclose(latency_only.run(feeds)[OUTPUT_HEATMAP], one.run(feeds)[OUTPUT_HEATMAP], atol=1e-5)
+    assert latency_only.compiled_hints == (LATENCY,)
+
+
+def test_fp16_graph_and_int8_on_the_tiny_model(tiny_all):
+    from sslrt.measure.parity import heatmap_agreement
+
+    model = resolve_model(tiny_all.directory)
+    feeds = _feeds(model.spec, 6, seed=3)
+    ref = create_engine("onnxruntime", model, "fp32").run(feeds)[OUTPUT_HEATMAP]
+    fp16 = create_engine("openvino", model, "fp16").run(feeds)[OUTPUT_HEATMAP]
+    assert np.abs(fp16 - ref).max() < 1e-2
+    int8 = create_engine("openvino", model, "int8")
+    got = int8.run(feeds)[OUTPUT_HEATMAP]
+    assert int8.precision == "int8" and heatmap_agreement(ref, got)["min_cosine"] > 0.9
+
+
+def test_int8_localizes_like_fp32_on_the_demo_model():
+    """The trained demo model, 32 scene pairs: INT8 on OpenVINO agrees with fp32 (cIoU >= 0.5)."""
+    from sslrt.measure.parity import heatmap_agreement
+    from sslrt.runtime.pipeline import Localizer
+    from sslrt.synthetic.scenes import generate_samples
+
+    pairs = [(s.image, (s.waveform, s.sample_rate)) for s in generate_samples(16, 11)]
+    heat = {}
+    for precision in ("fp32", "int8"):
+        with Localizer.open(None, backend="openvino", precision=precision) as loc:
+            assert loc.split and loc.engine.backend == "openvino"
+            heat[precision] = np.stack([r.heatmap for r in loc.localize_many(pairs, batch_size=8)])
+    ort = np.stack([r.heatmap for r in Localizer.open(None, precision="fp32").localize_many(pairs, batch_size=8)])
+    assert np.abs(heat["fp32"] - ort).max() < 1e-4
+    assert heatmap_agreement(heat["fp32"], heat["int8"])["localization_agreement"] >= 0.95
+
+
+def test_cli_run_and_auto(tiny_export, media, capsys):
+    code, out, err = run_cli(["run", media / "scene.jpg", media / "sound.wav", "-m", tiny_export.directory,
+                              "--backend", "openvino", "--json"], capsys)
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["backend"] == "openvino" and got["precision"] == "fp32"
+    code, out, err = run_cli(["run", media / "scene.jpg", media / "sound.wav", "-m", tiny_export.directory, "--json"], capsys)
+    ref = json.loads(out)
+    assert np.abs(np.array(got["heatmap"]) - np.array(ref["heatmap"])).max() < 1e-4
+    code, out, err = run_cli(["run", media / "scene.jpg", media / "sound.wav", "-m", tiny_export.directory,
+                              "--backend", "auto", "--json"], capsys)
+    assert code == 0 and "chose openvino fp32" in err and json.loads(out)["backend"] == "openvino"
