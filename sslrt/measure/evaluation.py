@@ -104,6 +104,7 @@ def run_evaluation(dataset: str, root: str, localizer, out_dir: str, annotations
     rule = localizer.spec.eval_upsample[dataset]
     keep = {s.key for s in samples[:retrieval]} if retrieval and localizer.split else set()
     embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    failures: list[dict] = []
 
     t0 = time.perf_counter()
     new_file = not os.path.isfile(csv_path)
@@ -116,6 +117,14 @@ def run_evaluation(dataset: str, root: str, localizer, out_dir: str, annotations
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             located = [next(results) for _ in chunk]
+            # A localizer that reports failed pairs instead of raising (sslrt.scale's FailedPair)
+            for s, r in zip(chunk, located):
+                if getattr(r, "error", None) is not None:
+                    failures.append({"key": s.key, "image": str(s.image_path), "audio": str(s.audio_path), "error": r.error})
+            kept = [(s, r) for s, r in zip(chunk, located) if getattr(r, "error", None) is None]
+            if not kept:
+                continue
+            chunk, located = [s for s, _ in kept], [r for _, r in kept]
             pred = metrics.heatmaps_to_predictions(np.stack([r.heatmap for r in located]), rule)
             fixed, adaptive = metrics.ciou_fixed_and_adaptive(pred, ground_truth_batch(chunk))
             for s, r, cf, ca in zip(chunk, located, fixed, adaptive):
@@ -129,7 +138,9 @@ def run_evaluation(dataset: str, root: str, localizer, out_dir: str, annotations
                 progress(len(chunk))
     seconds = time.perf_counter() - t0
 
-    rows = [done[s.key] for s in samples]
+    rows = [done[s.key] for s in samples if s.key in done]
+    if not rows:
+        raise SslrtError(f"no {dataset} sample could be localized: {failures[0]['error'] if failures else ''}")
     fixed = np.array([r.ciou for r in rows])
     adaptive = np.array([r.ciou_adaptive for r in rows])
     groups = [r.group for r in rows] if dataset == "is3" else None
@@ -140,6 +151,8 @@ def run_evaluation(dataset: str, root: str, localizer, out_dir: str, annotations
         "timing": {"pairs_this_run": len(todo), "resumed": len(samples) - len(todo), "seconds": seconds,
                    "pairs_per_second": len(todo) / seconds if seconds > 0 and todo else 0.0},
     }
+    if failures:
+        summary["errors"], summary["error_examples"] = len(failures), failures[:10]
     if len(embeddings) >= 2:
         keys = [s.key for s in samples if s.key in embeddings]
         sim = retrieval_similarity(np.stack([embeddings[k][0] for k in keys]), np.stack([embeddings[k][1] for k in keys]))
