@@ -216,6 +216,7 @@ def _plan(model, backend: str, precision: str | None, family: str | None, reuse_
 def _pipeline(ds, plan: _Plan, kind: str, base: str, done: np.ndarray, *, actors: int, actor_cpus: float | None,
               batch_size: int, threads: int | None, reuse_embeddings: bool, sounding_threshold: float | None,
               keep_embeddings: bool = False, save_dir: str | None = None):
+    import ray
     import ray.data
 
     from sslrt.graphs import input_shapes
@@ -223,8 +224,12 @@ def _pipeline(ds, plan: _Plan, kind: str, base: str, done: np.ndarray, *, actors
     if actors < 1:
         raise SslrtError("--ray-actors must be >= 1")
     gpu = plan.device == "cuda"
-    if actor_cpus is None:
-        actor_cpus = 1.0
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    if actor_cpus is None:  # leave one CPU to the reading tasks, share the rest among the actors
+        actor_cpus = 1.0 if gpu else max(0.25, min(1.0, (cpus - 1) / actors))
+    if actors * actor_cpus > cpus - 1:
+        raise SslrtError(f"{actors} actor(s) of {actor_cpus:g} CPU leave no CPU for reading the pairs on this cluster "
+                         f"of {cpus:g} CPUs: give fewer --ray-actors")
     if threads is None and not gpu:
         threads = max(1, int(actor_cpus))  # the engine uses the cores its actor reserved
     # Small blocks: the pairs of one file spread over many preprocessing tasks.
@@ -274,7 +279,7 @@ def read_pairs_dataset(path: str | os.PathLike):
             raise SslrtError(f"{first}: a pairs Parquet file needs columns 'image' and 'audio' (has {', '.join(sorted(names))})")
         columns = ["image", "audio"] + (["key"] if "key" in names else [])
         base = path if os.path.isdir(path) else os.path.dirname(path)
-        return ray.data.read_parquet(path, columns=columns), "table", base
+        return ray.data.read_parquet(path).select_columns(columns), "table", base
     return ray.data.read_text(path), "csv", os.path.dirname(path)
 
 
