@@ -137,6 +137,15 @@ def test_eval_on_ray_equals_local(ray_cluster, tiny_export, tmp_path, capsys):
     assert remote["metrics"] == local["metrics"] and remote["retrieval"] == local["retrieval"]
     with open(tmp_path / "local" / "per_sample.csv") as a, open(tmp_path / "ray" / "per_sample.csv") as b:
         assert sorted(csv.reader(a)) == sorted(csv.reader(b))
+    # a corrupt file is reported, the other samples are evaluated
+    victim = sorted(root.rglob("*.wav"))[0]
+    victim.write_bytes(b"RIFF not a wav")
+    code, stdout, err = run_cli(["eval", "-d", "is3", "--root", root, "-m", tiny_export.directory, "-o", tmp_path / "bad",
+                                 "--json", tmp_path / "bad.json", "--ray"], capsys)
+    assert code == 0, err
+    bad = json.loads((tmp_path / "bad.json").read_text())
+    assert bad["errors"] >= 1 and bad["evaluated"] == local["evaluated"] - bad["errors"]
+    assert victim.name in bad["error_examples"][0]["error"] and "failed" in stdout
 
 
 # --- the service --------------------------------------------------------------------------------
