@@ -269,8 +269,23 @@ def run(
     reuse_embeddings: bool = typer.Option(True, help="Run the encoder graphs and reuse embeddings of repeated inputs (else the fused graph)."),
     sounding_threshold: Optional[float] = typer.Option(None, "--sounding-threshold",
                                                        help="'No sound source' threshold in the family's units (default: the family's published one)."),
+    ray: bool = typer.Option(False, "--ray", help="With --pairs (CSV or Parquet): run on a Ray cluster (a local one unless --ray-address) "
+                             "into result shards under --output; a rerun skips the pairs done (pip install 'sslrt[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (what `ray start --head` prints; implies --ray)."),
+    ray_actors: int = typer.Option(1, "--ray-actors", help="With --ray: inference actors, one engine each (one GPU each on a cuda backend)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="With --ray: folder for the result shards, run.json and summary.json."),
+    shard_format: str = typer.Option("parquet", "--shard-format", help="With --ray: parquet | jsonl."),
 ):
     """Localize the sound of AUDIO in IMAGE (or of every pair in --pairs)."""
+    if ray or ray_address:
+        if image is not None or audio is not None:
+            raise SslrtError("--ray localizes a --pairs file, not IMAGE AUDIO")
+        from sslrt.scale.cli import run_on_ray
+
+        return run_on_ray(pairs, output, as_json=as_json, progress=_progress, model=str(model) if model else None,
+                          backend=backend, precision=precision, address=ray_address, actors=ray_actors, batch_size=batch_size,
+                          threads=threads, shard_format=shard_format, save_dir=str(save_dir) if save_dir else None,
+                          family=family, sounding_threshold=sounding_threshold, reuse_embeddings=reuse_embeddings)
     from sslrt.engines.base import check_batch_size
     from sslrt.runtime.overlay import check_picture_path, render_overlay, save_png
     from sslrt.runtime.pipeline import Localizer
@@ -515,6 +530,9 @@ def evaluate(
     family: Optional[str] = typer.Option(None, "--family", help="Model family of a checkpoint (default: recognised from its keys)."),
     models_list: Optional[str] = typer.Option(None, "--models", help="Comma-separated models: evaluate each (into OUT/<n>_<family>) "
                                                                      "and print one side-by-side table."),
+    ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster (a local one unless --ray-address); same outputs (pip install 'sslrt[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (implies --ray)."),
+    ray_actors: int = typer.Option(1, "--ray-actors", help="With --ray: inference actors, one engine each."),
 ):
     """Evaluate on VGG-SS, Flickr-SoundNet or IS3 with the official metrics (resumable)."""
     from sslrt.datasets import DATASETS
@@ -551,8 +569,14 @@ def evaluate(
                   + f" | {summary['timing']['pairs_per_second']:.1f} |")
         return
     model_path = str(model) if model else _default_model()
-    localizer = Localizer.open(model_path, backend=backend, precision=precision, threads=threads, progress=_progress,
-                               family=family)
+    if ray or ray_address:
+        from sslrt.scale.batch import RayLocalizer
+
+        localizer = RayLocalizer(model_path, backend=backend, precision=precision, threads=threads, progress=_progress,
+                                 family=family, address=ray_address, actors=ray_actors)
+    else:
+        localizer = Localizer.open(model_path, backend=backend, precision=precision, threads=threads, progress=_progress,
+                                   family=family)
     with _progress_bar(True) as bar:
         task = bar.add_task(f"eval {dataset}", total=None) if bar else None
         summary = run_evaluation(dataset, str(root), localizer, str(out), annotations=str(annotations) if annotations else None,
@@ -571,7 +595,31 @@ def evaluate(
     t = summary["timing"]
     print(f"  {t['pairs_this_run']} pairs in {t['seconds']:.1f} s ({t['pairs_per_second']:.1f}/s)"
           + (f", {t['resumed']} resumed from {out / 'per_sample.csv'}" if t["resumed"] else ""))
+    if summary.get("errors"):
+        print(f"  {summary['errors']} pairs failed, e.g. " + "; ".join(e["error"] for e in summary["error_examples"][:3]))
     print(f"  results: {out / 'summary.md'}, {out / 'per_sample.csv'}")
+
+
+@app.command()
+def serve(
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Export directory or checkpoint (default: the shipped demo model)."),
+    backend: str = typer.Option("onnxruntime", "--backend", "-b", help=BACKEND_HELP),
+    precision: Optional[str] = typer.Option(None, help="fp32 | fp16 | int8 where the export has it."),
+    replicas: int = typer.Option(1, "--replicas", help="Replicas, one engine each (one GPU each on a cuda backend)."),
+    max_batch: int = typer.Option(8, "--max-batch", help="Most requests batched onto one engine call."),
+    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", help="How long a batch waits to fill."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (localhost unless told otherwise)."),
+    port: int = typer.Option(8000, "--port", help="HTTP port."),
+    max_request_mb: float = typer.Option(32.0, "--max-request-mb", help="Largest request body accepted (else 413)."),
+    threads: Optional[int] = typer.Option(None, help="Intra-op threads of each replica's engine."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (default: start a local one)."),
+):
+    """HTTP service on Ray Serve: POST /localize (multipart image + audio), GET /healthz, GET /models."""
+    from sslrt.scale.cli import serve as serve_forever
+
+    serve_forever(model=str(model) if model else None, backend=backend, precision=precision, replicas=replicas,
+                  max_batch=max_batch, batch_wait_ms=batch_wait_ms, host=host, port=port, max_request_mb=max_request_mb,
+                  threads=threads, address=ray_address, progress=_progress)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

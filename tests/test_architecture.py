@@ -114,14 +114,16 @@ try:
     main(sys.argv[1:])
 except SystemExit as exc:
     code = exc.code
-heavy = sorted({m.split('.')[0] if m.startswith('torch') else m for m in sys.modules
-                if m == 'torch' or m.startswith(('torch.', 'sslrt.export', 'sslrt.model', 'sslrt.train', 'onnx.'))
+heavy = sorted({m.split('.')[0] if m.startswith(('torch', 'ray')) else m for m in sys.modules
+                if m in ('torch', 'ray') or m.startswith(('torch.', 'ray.', 'sslrt.export', 'sslrt.model', 'sslrt.train',
+                                                          'sslrt.scale', 'onnx.'))
                 or m in ('onnx', 'openvino', 'rich', 'pydantic')})
 print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 """
 
 
 def test_sslrt_run_on_an_export_imports_neither_torch_nor_the_exporter(tiny_export, media):
+    """... nor Ray (sslrt.scale is imported only by --ray and `sslrt serve`)."""
     proc = subprocess.run([sys.executable, "-c", RUN_SCRIPT, "run", str(media / "scene.jpg"), str(media / "sound.wav"),
                            "--model", tiny_export.directory, "--json"], capture_output=True, text=True, timeout=120)
     report = json.loads(proc.stderr.strip().splitlines()[-1])

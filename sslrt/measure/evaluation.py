@@ -214,6 +214,7 @@ def run_evaluation(dataset: str, root: str, localizer, out_dir: str, annotations
     rule = localizer.spec.eval_upsample[dataset]
     keep = {s.key for s in samples[:retrieval]} if retrieval and localizer.split else set()
     embeddings = _read_shards(shard_dir, {k for k in keep if k in done}) if keep else {}
+    failures: list[dict] = []
 
     t0 = time.perf_counter()
     new_file = not os.path.isfile(csv_path)
@@ -227,6 +228,14 @@ def run_evaluation(dataset: str, root: str, localizer, out_dir: str, annotations
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             located = [next(results) for _ in chunk]
+            # A localizer that reports failed pairs instead of raising (sslrt.scale's FailedPair)
+            for s, r in zip(chunk, located):
+                if getattr(r, "error", None) is not None:
+                    failures.append({"key": s.key, "image": str(s.image_path), "audio": str(s.audio_path), "error": r.error})
+            kept = [(s, r) for s, r in zip(chunk, located) if getattr(r, "error", None) is None]
+            if not kept:
+                continue
+            chunk, located = [s for s, _ in kept], [r for _, r in kept]
             pred = metrics.heatmaps_to_predictions(np.stack([r.heatmap for r in located]), rule,
                                                    localizer.spec.eval_normalize)
             fixed, adaptive = metrics.ciou_fixed_and_adaptive(pred, ground_truth_batch(chunk))
@@ -244,20 +253,22 @@ def run_evaluation(dataset: str, root: str, localizer, out_dir: str, annotations
             f.flush()
             if progress:
                 progress(len(chunk))
-    lacking = [s for s in samples if s.key in keep and s.key not in embeddings]
+    lacking = [s for s in samples if s.key in keep and s.key in done and s.key not in embeddings]
     if lacking:  # rows done by an earlier run whose embeddings were lost: run them for those alone
         for start in range(0, len(lacking), batch_size):
             chunk = lacking[start:start + batch_size]
             located = list(localizer.localize_many([(s.image_path, s.audio_path) for s in chunk], batch_size=batch_size,
                                                    workers=0, keep_embeddings=True))
             kept = {s.key: (r.image_embedding.astype(np.float16), r.audio_embedding.astype(np.float16))
-                    for s, r in zip(chunk, located) if r.image_embedding is not None}
+                    for s, r in zip(chunk, located) if getattr(r, "image_embedding", None) is not None}
             if kept:
                 _write_shard(shard_dir, list(kept), [v for v, _ in kept.values()], [a for _, a in kept.values()])
                 embeddings.update(kept)
     seconds = time.perf_counter() - t0
 
-    rows = [done[s.key] for s in samples]
+    rows = [done[s.key] for s in samples if s.key in done]
+    if not rows:
+        raise SslrtError(f"no {dataset} sample could be localized: {failures[0]['error'] if failures else ''}")
     fixed = np.array([r.ciou for r in rows])
     adaptive = np.array([r.ciou_adaptive for r in rows])
     groups = [r.group for r in rows] if dataset == "is3" else None
@@ -268,6 +279,8 @@ def run_evaluation(dataset: str, root: str, localizer, out_dir: str, annotations
         "timing": {"pairs_this_run": len(todo), "resumed": len(samples) - len(todo), "seconds": seconds,
                    "pairs_per_second": len(todo) / seconds if seconds > 0 and todo else 0.0},
     }
+    if failures:
+        summary["errors"], summary["error_examples"] = len(failures), failures[:10]
     if len(embeddings) >= 2:
         keys = [s.key for s in samples if s.key in embeddings]
         sim = retrieval_similarity(np.stack([embeddings[k][0] for k in keys]), np.stack([embeddings[k][1] for k in keys]))

@@ -1,0 +1,282 @@
+"""`sslrt serve`: an HTTP localization service on Ray Serve, with dynamic batching.
+
+    POST /localize   multipart/form-data: `image` and `audio` files (any format sslrt reads),
+                     optional field `overlay=true` (or the query ?overlay=true)
+                     -> 200 and the JSON of `sslrt run --json` (`image` / `audio` are the uploaded
+                        file names); with overlay, plus `overlay_png_base64`: the PNG of `--save`
+    GET  /healthz    -> {"status": "ok"}
+    GET  /models     -> what is loaded (family, backend, precision, manifest sha256, ...) and the
+                        replica's batch-size histogram (how many engine calls ran each batch size)
+
+Each replica holds one Localizer. A request's files are written to a temporary folder (removed
+when the request ends) and decoded by the same readers as `sslrt run`, in a thread; the prepared
+pairs of concurrent requests are then batched onto the engine by `@serve.batch`. Bad requests
+get a 4xx and a one-line JSON error ({"error": "..."}): 400 missing or malformed part, 413 body
+over the size limit, 415 not multipart/form-data, 422 unreadable media, 404 / 405 unknown route
+or method; the replica keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+
+from sslrt.errors import SslrtError, first_line
+from sslrt.scale import connect, require_ray
+
+require_ray("serve")
+
+from ray import serve  # noqa: E402
+from starlette.requests import Request  # noqa: E402  (Ray Serve's own HTTP layer)
+from starlette.responses import JSONResponse  # noqa: E402
+
+APP_NAME = "sslrt"
+DEFAULT_PORT = 8000
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _header_params(value: str) -> dict[str, str]:
+    """`form-data; name="image"; filename="a.jpg"` -> {"name": "image", "filename": "a.jpg"}."""
+    params = {}
+    for m in re.finditer(r';\s*([A-Za-z0-9_*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', value):
+        v = m.group(2).strip()
+        params[m.group(1).lower()] = v[1:-1].replace('\\"', '"') if v.startswith('"') else v
+    return params
+
+
+def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """A multipart/form-data body -> {field name: (file name or None, bytes)} (RFC 7578)."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise BadRequest(415, f"expected multipart/form-data with 'image' and 'audio' files, got {content_type or 'no content type'!r}")
+    boundary = _header_params(content_type).get("boundary")
+    if not boundary:
+        raise BadRequest(400, "multipart body without a boundary")
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    segments = (b"\r\n" + body).split(delimiter)  # [preamble, part, part, ..., "--" epilogue]
+    parts: dict[str, tuple[str | None, bytes]] = {}
+    closed = False
+    for segment in segments[1:]:
+        if segment.startswith(b"--"):
+            closed = True
+            break
+        _, newline, segment = segment.partition(b"\r\n")  # the rest of the delimiter line
+        if not newline:
+            raise BadRequest(400, "malformed multipart body (delimiter line)")
+        if segment.startswith(b"\r\n"):
+            head, data = b"", segment[2:]
+        else:
+            head, sep, data = segment.partition(b"\r\n\r\n")
+            if not sep:
+                raise BadRequest(400, "malformed multipart part (no end of headers)")
+        name = filename = None
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            key, _, value = line.partition(":")
+            if key.strip().lower() == "content-disposition":
+                params = _header_params(value)
+                name, filename = params.get("name"), params.get("filename")
+        if name is None:
+            raise BadRequest(400, "multipart part without a name")
+        parts[name] = (filename, data)
+    if not closed:
+        raise BadRequest(400, "malformed multipart body (no closing boundary)")
+    return parts
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message.replace("\n", " ")}, status_code=status)
+
+
+def _truthy(value) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+@serve.deployment(name="sslrt-localizer")
+class LocalizerService:
+    """One replica: one Localizer, a batching queue in front of its engine, the HTTP routes."""
+
+    def __init__(self, model: str, backend: str = "onnxruntime", precision: str | None = None, threads: int | None = None,
+                 max_batch: int = 8, batch_wait_ms: float = 5.0, max_request_bytes: int = 32 << 20,
+                 reuse_embeddings: bool = True, sounding_threshold: float | None = None, manifest_sha256: str = ""):
+        from sslrt.runtime.pipeline import Localizer
+
+        self.localizer = Localizer.open(model, backend=backend, precision=precision, threads=threads,
+                                        reuse_embeddings=reuse_embeddings, sounding_threshold=sounding_threshold)
+        self.localize_batch.set_max_batch_size(max_batch)
+        self.localize_batch.set_batch_wait_timeout_s(batch_wait_ms / 1000.0)
+        self.max_request_bytes = max_request_bytes
+        self.batch_sizes: Counter = Counter()
+        self.requests = Counter()
+        engine = self.localizer.engine
+        self.info = {"family": self.localizer.spec.name, "backend": engine.backend, "precision": engine.precision,
+                     "device": engine.device, "engine": self.localizer.describe(), "model": self.localizer.model.directory,
+                     "manifest_sha256": manifest_sha256, "max_batch": max_batch, "batch_wait_ms": batch_wait_ms,
+                     "max_request_bytes": max_request_bytes, "pid": os.getpid()}
+
+    # -- routes --------------------------------------------------------------------------------
+
+    async def __call__(self, request: Request):
+        path = request.url.path.rstrip("/") or "/"
+        routes = {"/localize": ("POST", self._localize), "/healthz": ("GET", self._healthz), "/models": ("GET", self._models)}
+        if path not in routes:
+            return _error(404, f"no route {path}: use POST /localize, GET /healthz, GET /models")
+        method, handler = routes[path]
+        if request.method != method:
+            return _error(405, f"{path} takes {method}")
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            self.requests[exc.status] += 1
+            return _error(exc.status, str(exc))
+        except Exception as exc:  # noqa: BLE001  the replica answers, whatever happened
+            self.requests[500] += 1
+            return _error(500, f"internal error: {first_line(exc)}")
+
+    async def _healthz(self, request: Request):
+        return JSONResponse({"status": "ok"})
+
+    async def _models(self, request: Request):
+        return JSONResponse({**self.info, "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+                             "engine_calls": sum(self.batch_sizes.values()),
+                             "responses": {str(k): v for k, v in sorted(self.requests.items())}})
+
+    async def _read_body(self, request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise BadRequest(400, f"bad Content-Length {length!r}") from None
+            if declared > self.max_request_bytes:
+                raise BadRequest(413, f"request of {declared} bytes is over the limit of {self.max_request_bytes} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_request_bytes:
+                raise BadRequest(413, f"request is over the limit of {self.max_request_bytes} bytes")
+        return bytes(body)
+
+    async def _localize(self, request: Request):
+        body = await self._read_body(request)
+        parts = parse_multipart(request.headers.get("content-type", ""), body)
+        for field in ("image", "audio"):
+            if field not in parts:
+                raise BadRequest(400, f"missing the '{field}' file part (send multipart/form-data with 'image' and 'audio')")
+            if not parts[field][1]:
+                raise BadRequest(422, f"the '{field}' file is empty")
+        overlay = _truthy(request.query_params.get("overlay", "")) or _truthy(parts.get("overlay", (None, b""))[1].decode("latin-1"))
+        folder = tempfile.mkdtemp(prefix="sslrt-serve-")
+        try:
+            paths, names = {}, {}
+            for field in ("image", "audio"):
+                filename, data = parts[field]
+                names[field] = filename or field
+                # the suffix tells a reader nothing it needs (formats are sniffed), but keeps names readable
+                safe = _SAFE_NAME.sub("_", os.path.basename(filename or field))[-80:] or field
+                paths[field] = os.path.join(folder, f"{field}-{safe}")
+                with open(paths[field], "wb") as f:
+                    f.write(data)
+            try:
+                prepared = await asyncio.to_thread(self._prepare, paths["image"], paths["audio"])
+            except SslrtError as exc:
+                message = first_line(exc)
+                for field in ("image", "audio"):  # the client's names, not the temporary files'
+                    message = message.replace(paths[field], names[field])
+                raise BadRequest(422, message) from None
+            result = await self.localize_batch(prepared)
+            result.image, result.audio = names["image"], names["audio"]
+            out = result.to_dict()
+            if overlay:
+                out["overlay_png_base64"] = await asyncio.to_thread(self._overlay_png, paths["image"], result)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.requests[200] += 1
+        return JSONResponse(out)
+
+    # -- work ----------------------------------------------------------------------------------
+
+    def _prepare(self, image: str, audio: str):
+        from sslrt.runtime.pipeline import prepare_pair
+
+        return prepare_pair(image, audio, self.localizer.image_cache, self.localizer.audio_cache)
+
+    @staticmethod
+    def _overlay_png(image: str, result) -> str:
+        import cv2
+
+        from sslrt.preprocess import load_image
+        from sslrt.runtime.overlay import render_overlay
+
+        ok, data = cv2.imencode(".png", render_overlay(load_image(image), result.heatmap, result.bbox, result.peak,
+                                                       sounding=result.sounding))
+        if not ok:
+            raise SslrtError("could not encode the overlay")
+        return base64.b64encode(data.tobytes()).decode("ascii")
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def localize_batch(self, prepared: list) -> list:
+        """The engine runs the prepared pairs of concurrent requests as one batch."""
+        self.batch_sizes[len(prepared)] += 1
+        return await asyncio.to_thread(self.localizer.run_prepared, prepared)
+
+
+def build_app(model=None, backend: str = "onnxruntime", precision: str | None = None, *, replicas: int = 1,
+              max_batch: int = 8, batch_wait_ms: float = 5.0, max_request_mb: float = 32.0, threads: int | None = None,
+              replica_cpus: float | None = None, family: str | None = None, reuse_embeddings: bool = True,
+              sounding_threshold: float | None = None, progress=None, notify=None):
+    """The Serve application (not yet running): the model resolved here, opened by every replica."""
+    from sslrt.scale.batch import _plan
+
+    if replicas < 1 or max_batch < 1 or batch_wait_ms < 0 or max_request_mb <= 0:
+        raise SslrtError("--replicas and --max-batch must be >= 1, --batch-wait-ms >= 0, --max-request-mb > 0")
+    plan = _plan(model, backend, precision, family, reuse_embeddings, progress=progress, notify=notify)
+    gpu = plan.device == "cuda"
+    actor_options = {"num_cpus": 1.0 if replica_cpus is None else replica_cpus, "num_gpus": 1 if gpu else 0}
+    deployment = LocalizerService.options(num_replicas=replicas, ray_actor_options=actor_options,
+                                          # room for a full batch queued while one runs
+                                          max_ongoing_requests=max(16, 4 * max_batch))
+    return deployment.bind(plan.model_dir, backend=plan.backend, precision=plan.precision, threads=threads,
+                           max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                           max_request_bytes=int(max_request_mb * (1 << 20)), reuse_embeddings=reuse_embeddings,
+                           sounding_threshold=sounding_threshold, manifest_sha256=plan.manifest_sha256)
+
+
+def start(model=None, backend: str = "onnxruntime", precision: str | None = None, *, host: str = "127.0.0.1",
+          port: int = DEFAULT_PORT, address: str | None = None, access_log: bool = False, **options) -> str:
+    """Start (or update) the service on the Ray cluster; returns its URL. Binds to `host` only
+    (localhost unless told otherwise)."""
+    connect(address)
+    app = build_app(model, backend, precision, **options)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False,
+              logging_config={"log_level": "WARNING", "enable_access_log": access_log})
+    return f"http://{host}:{port}"
+
+
+def stop() -> None:
+    """Delete the application and shut Serve down (the Ray cluster stays)."""
+    serve.shutdown()
+
+
+def serve_forever(model=None, backend: str = "onnxruntime", precision: str | None = None, *, announce=print, **options) -> None:
+    """`sslrt serve`: start, say where, and serve until interrupted."""
+    url = start(model, backend, precision, **options)
+    announce(f"sslrt serve: {url}  (POST /localize, GET /healthz, GET /models); Ctrl-C stops")
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        stop()
+
+
+__all__ = ["build_app", "start", "stop", "serve_forever", "parse_multipart", "LocalizerService"]
