@@ -158,13 +158,8 @@ def main() -> int:
         print(f"checkpoint: {ckpt_desc}", file=sys.stderr)
         exports, export_error = {}, None
         try:
-<<<<<<< HEAD
-            exports["fp16"] = export_checkpoint(ckpt, str(work / "export16"), targets=["onnx_fp16"]
-                                                + (["tensorrt_fp16"] if "tensorrt" in available else []), family=args.family)
-=======
             exports["fp16"] = export_checkpoint(ckpt, str(work / "export16"), targets=["onnx_fp16", "onnx_int8"]
-                                                + (["tensorrt_fp16"] if "tensorrt" in available else []))
->>>>>>> cpuspeed
+                                                + (["tensorrt_fp16"] if "tensorrt" in available else []), family=args.family)
             if "tensorrt" in available:
                 exports["fp32"] = export_checkpoint(ckpt, str(work / "export32"), targets=["tensorrt_fp32"], family=args.family)
         except SslrtError as exc:  # e.g. onnx missing: the torch rows can still be measured
