@@ -214,10 +214,17 @@ main(sys.argv[1:])
 """
 
 
+def _as_from_a_terminal() -> None:
+    # A job started in the background (`cmd &`, nohup, some CI runners) inherits SIGINT ignored,
+    # and sslrt keeps it ignored on purpose; the process under test is started as a person would
+    # start it, with SIGINT at its default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(script: str, args) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, "-c", script, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_as_from_a_terminal)
 
 
 def _wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
