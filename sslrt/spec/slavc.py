@@ -1,15 +1,16 @@
 """slavc: "A Closer Look at Weakly-Supervised Audio-Visual Source Localization" (SLAVC, Mo &
 Morgado, NeurIPS 2022), as SSLalignment's test.py runs it (PEER_FACTS.md §7): EZ-VSL's towers, two
 projection heads whose /tau maps are averaged, EZ-VSL's audio front end (bit-identical tensor)."""
-from sslrt.spec._torchvision import BILINEAR_EVERYWHERE, NUMPY_SCALARS, ROLLED_10S, TAU
-from sslrt.spec.base import CheckpointSpec, ImageSpec, ModelSpec
+from dataclasses import replace
 
-SPEC = ModelSpec(
+from sslrt.spec._torchvision import NUMPY_SCALARS
+from sslrt.spec.base import CheckpointSpec
+from sslrt.spec.ezvsl import SPEC as EZVSL
+
+SPEC = replace(
+    EZVSL,
     name="slavc",
     title="Mo and Morgado, A Closer Look at Weakly-Supervised Audio-Visual Source Localization (SLAVC, NeurIPS 2022)",
-    architecture="torchvision_resnet18_proj",
-    image=ImageSpec(),
-    audio=ROLLED_10S,
     checkpoint=CheckpointSpec(
         # {'model', 'optimizer', 'epoch', 'best_Precision', 'best_AP', 'best_F1'}; DDP 'module.' keys
         # (SL:train.py:226-231). The momentum encoders are training-only (use_mom_eval=False).
@@ -21,13 +22,6 @@ SPEC = ModelSpec(
         allowed_globals=NUMPY_SCALARS,
         strict=True,
     ),
-    map_size=7,
     heads=2,
-    heatmap_scale=1.0 / TAU,
-    eval_upsample=dict(BILINEAR_EVERYWHERE),
-    run_upsample="bilinear_align_corners",
-    eval_normalize="minmax",  # SA:test.py validate: pred = utils.normalize_img(h)
-    sounding_threshold=0.5450,
-    sounding_units="half_cosine",
-    sounding_source="Juanola et al., ICASSP 2025 (vssl_eval scripts/infer_models.sh)",
+    sounding_threshold=0.5450,  # Juanola et al., ICASSP 2025, (cos + 1) / 2 units as ezvsl
 )
