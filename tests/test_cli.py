@@ -38,9 +38,10 @@ def test_run_human_summary_and_overlay(tiny_export, media, tmp_path, capsys):
     assert not any(n.startswith(".") for n in os.listdir(tmp_path))  # no temp file left
 
 
-def test_checkpoint_model_is_exported_once_to_the_cache(tiny_checkpoint, tiny_export, media, capsys):
+def test_checkpoint_model_is_exported_once_to_the_cache(tiny_checkpoint, tiny_export, media, capsys, tmp_path, monkeypatch):
     from sslrt.store.cache import cache_root
 
+    monkeypatch.setenv("SSLRT_CACHE_DIR", str(tmp_path / "cache"))  # a cache of its own: other tests export too
     args = ["run", media / "scene.jpg", media / "sound.wav", "--json"]
     code, out, err = run_cli(args + ["-m", tiny_checkpoint], capsys)
     assert code == 0, err
