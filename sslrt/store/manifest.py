@@ -21,12 +21,21 @@ FORMAT = "sslrt-export"
 FORMAT_VERSION = 1
 
 
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str, chunk: int = 1 << 20, data: bytes | None = None) -> str:
+    """sha256 of the file at `path`; `data`: its bytes where the caller has read them already
+    (an ONNX graph is read once, for its hash and for its summary)."""
+    if data is not None:
+        return hashlib.sha256(data).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def artifact_entry(directory: str, filename: str, **info) -> dict:
@@ -85,17 +94,19 @@ class ExportedModel:
             raise SslrtError(f"{self.directory} has no artifact '{key}'")
         if key not in self._verified:
             entry = self.artifacts[key]
-            if sha256_file(path) != entry.get("sha256"):
+            onnx_graph = entry["file"].endswith(".onnx")
+            data = _read(path) if onnx_graph else None  # one read serves the hash and the summary
+            if sha256_file(path, data=data) != entry.get("sha256"):
                 raise SslrtError(f"export directory does not match its manifest: sha256 of '{entry['file']}' differs: re-export")
-            if entry["file"].endswith(".onnx"):
-                self._check_onnx(key, path, entry)
+            if onnx_graph:
+                self._check_onnx(key, path, entry, data)
             self._verified.add(key)
         return path
 
-    def _check_onnx(self, key: str, path: str, entry: dict) -> None:
+    def _check_onnx(self, key: str, path: str, entry: dict, data: bytes) -> None:
         from sslrt.store.onnxfile import summarize_onnx
 
-        summary = summarize_onnx(path)
+        summary = summarize_onnx(path, data)
         recorded = entry.get("external_data") or {}
         if not isinstance(recorded, dict):
             raise SslrtError(f"manifest artifact '{key}' has a malformed 'external_data': re-export")

@@ -194,11 +194,12 @@ def summarize_onnx_bytes(data: bytes) -> OnnxSummary:
     return out
 
 
-def summarize_onnx(path: str) -> OnnxSummary:
-    """Read `path` (an .onnx file; its external data is not read) -> OnnxSummary; a file that is
-    not a protobuf ONNX model raises one line."""
-    with open(path, "rb") as f:
-        data = f.read()
+def summarize_onnx(path: str, data: bytes | None = None) -> OnnxSummary:
+    """Read `path` (an .onnx file; its external data is not read; `data`: its bytes, where already
+    read) -> OnnxSummary; a file that is not a protobuf ONNX model raises one line."""
+    if data is None:
+        with open(path, "rb") as f:
+            data = f.read()
     try:
         return summarize_onnx_bytes(data)
     except OnnxFileError as exc:
