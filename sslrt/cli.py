@@ -21,6 +21,7 @@ import typer
 
 from sslrt.errors import BackendUnavailable, SslrtError
 from sslrt.progress import progress_bar as _progress_bar
+from sslrt.progress import step_printer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Sound source localization engine for the ICCV 2023 cross-modal alignment model.")
@@ -30,10 +31,8 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _progress(msg: str) -> None:
-    # Steps of long work are shown to a person at a terminal; logs and pipes get only results/errors.
-    if sys.stderr.isatty():
-        _err(f"sslrt: {msg}...")
+# Steps of long work are shown to a person at a terminal; logs and pipes get only results/errors.
+_progress = step_printer()
 
 
 def read_pairs_csv(path: str) -> list[tuple[str, str]]:

@@ -100,16 +100,6 @@ def cuda_device_count() -> int:
     return probe().devices
 
 
-def library_loads(name: str) -> bool:
-    """Whether the shared library `name` (e.g. libnvinfer.so.10) can be loaded here, with its own
-    dependencies: what decides if a GPU provider compiled into a package can run."""
-    try:
-        ctypes.CDLL(name)
-        return True
-    except OSError:
-        return False
-
-
 class CudaGraphCache:
     """One captured CUDA graph per batch size: the capture-or-replay decision, free of CUDA.
 

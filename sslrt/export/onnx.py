@@ -17,7 +17,7 @@ import numpy as np
 
 from sslrt.version import __version__
 from sslrt.errors import BackendUnavailable
-from sslrt.graphs import GRAPH_IO, INPUT_AUDIO, INPUT_IMAGE, input_shapes
+from sslrt.graphs import GRAPH_IO, input_shapes
 
 DEFAULT_OPSET = 17
 # The simplified graph must agree with the plain export this closely, or the plain one is kept.

@@ -10,7 +10,6 @@ import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-import cv2
 import numpy as np
 
 from sslrt.synthetic.generated import SAMPLE_RATE
@@ -176,8 +175,3 @@ class _AudioWriter:
 def write_moving_clip(path: str | os.PathLike, clip: MovingClip, **kwargs) -> str:
     return write_clip(path, (clip.frame(i) for i in range(clip.frames)), clip.fps, clip.width, clip.height,
                       clip.waveform, clip.sample_rate, **kwargs)
-
-
-def resize_frames(frames, width: int, height: int):
-    for f in frames:
-        yield cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA)

@@ -300,7 +300,6 @@ def localize_video(localizer, path: str | os.PathLike, output: str | os.PathLike
             writer = TrackWriter(tmp_track, tmp_csv)
             try:
                 def run_batch():
-                    nonlocal prev
                     t0 = time.perf_counter()
                     located = localizer.run_prepared([it.prepared for it in batch])
                     pipe.busy["inference"] += time.perf_counter() - t0

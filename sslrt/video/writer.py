@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from sslrt.errors import SslrtError, first_line
+from sslrt.errors import SslrtError
 from sslrt.preprocess.media import _av
 
 PREFERRED_CODECS = ("libx264", "mpeg4")
@@ -183,7 +183,3 @@ class VideoWriter:
                     c.close()
                 except Exception:
                     pass
-
-
-def writer_error(exc: BaseException, path: str) -> SslrtError:
-    return SslrtError(f"could not write the overlay video {path} ({first_line(exc)})")
