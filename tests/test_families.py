@@ -74,6 +74,24 @@ def test_reference_backend_on_the_other_prefix_variant(family, peer_checkpoint, 
     assert np.abs(np.asarray(result["heatmap"]) - np.asarray(pair["heatmap"])).max() <= 1e-5 * _scale(family)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_onnxruntime_on_the_other_prefix_variant(family, peer_checkpoint, golden_peers, tmp_path, capsys):
+    """The export of the variant the family did not release ('module.' keys or none) runs on ONNX
+    Runtime to the official heatmaps, as the released variant's does."""
+    from sslrt.export import export_checkpoint
+
+    ckpt = peer_checkpoint(family, "other")
+    export = export_checkpoint(str(ckpt), str(tmp_path / "export"), family=family if family in NAMED else None,
+                               simplify=False).directory
+    for pair in golden_peers["families"][family]["pairs"]:
+        code, out, err = run_cli(["run", SAMPLES / pair["image"], SAMPLES / pair["audio"], "--model", export, "--json"], capsys)
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["family"] == family and result["backend"] == "onnxruntime"
+        assert np.abs(np.asarray(result["heatmap"]) - np.asarray(pair["heatmap"])).max() <= 1e-4 * _scale(family), pair
+
+
 def test_an_ambiguous_checkpoint_without_family_is_one_line(peer_checkpoint, media, capsys):
     code, out, err = run_cli(["run", media / "scene.jpg", media / "sound.wav", "--model", peer_checkpoint("fnac")], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1 and "--family" in err

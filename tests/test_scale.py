@@ -278,3 +278,25 @@ def test_service_batches_concurrent_requests(service, media):
     grown = {int(k): v - before["batch_sizes"].get(k, 0) for k, v in after["batch_sizes"].items()}
     assert sum(size * n for size, n in grown.items()) == 32
     assert max(size for size, n in grown.items() if n) > 1, after["batch_sizes"]
+
+
+@pytest.mark.parametrize("family", ["ezvsl", "ssltie"])
+def test_ray_preprocessing_uses_the_familys_transforms(family, media):
+    """The CPU tasks of `--ray` prepare each pair with the model family's own front end (a peer
+    family's spectrogram has another shape and rule than ours'), as the local path does."""
+    from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE, input_shapes
+    from sslrt.runtime.pipeline import prepare_pair
+    from sslrt.scale.batch import _prepare_batch
+    from sslrt.spec import get_spec
+
+    spec = get_spec(family)
+    image, audio = str(media / "scene.jpg"), str(media / "stereo44k.flac")
+    batch = {"image": np.array([image], dtype=object), "audio": np.array([audio], dtype=object),
+             "key": np.array(["0"], dtype=object)}
+    out = _prepare_batch(batch, "table", "", np.array([], dtype=str), input_shapes(spec), spec, False)
+    local = prepare_pair(image, audio, spec=spec)
+    assert out["error"][0] == ""
+    assert np.array_equal(out["spectrogram"][0], local.spectrogram)
+    assert np.array_equal(out["image_tensor"][0], local.image_tensor)
+    assert out["spectrogram"][0].shape == tuple(input_shapes(spec)[INPUT_AUDIO]) != tuple(input_shapes(get_spec("ours"))[INPUT_AUDIO])
+    assert out["image_tensor"][0].shape == tuple(input_shapes(spec)[INPUT_IMAGE])

@@ -362,36 +362,80 @@ def _as_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
 
 @lru_cache(maxsize=32)
 def _bicubic_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (4, out) and float32 weights (4, out) of torch's bicubic resize along one axis.
+    """Indices (4, out) and float32 weights (4, out) of torch's bicubic resize along one axis,
+    bit for bit as torch's x86 CPU kernel computes them (AVX2/AVX-512 builds, whose compiler fuses
+    some multiply-adds; measured against torch 2.13 with impulse inputs on a dozen sizes):
 
-    Computed in float32 as torch's CPU kernel does (scale = in/out, source coordinate
-    (i + 0.5) * scale - 0.5, not clamped): at source coordinates near 1000 float32 rounding moves
-    the taps' weights by ~1e-4, which is visible at the 1e-4 parity bound.
+        source coordinate   fma(in/out, i + 0.5, -0.5)            (float32, not clamped)
+        |x| <= 1            fma(A + 2, x, -(A + 3)) x x + 1
+        1 < |x| < 2         fma(fma(A, x, -5A), x, 8A) x - 4A
+
+    At source coordinates near 1000, float32 rounding moves the weights by ~1e-4, which is visible
+    at the 1e-4 parity bound; the fused steps move some of them by an ulp.
     """
     f = np.float32
     scale = f(in_size) / f(out_size)
-    src = (np.arange(out_size, dtype=f) + f(0.5)) * scale - f(0.5)
-    base = np.floor(src)
-    t = src - base
+    src = _fma_f32(np.full(out_size, scale, np.float64), np.arange(out_size, dtype=f).astype(np.float64) + 0.5, -0.5)
+    base = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    t = np.clip(src - base.astype(f), f(0), f(1)).astype(f)
     a = f(_CUBIC_A)
 
     def near(x):  # |x| <= 1
-        return ((a + f(2)) * x - (a + f(3))) * x * x + f(1)
+        inner = _fma_f32(np.float64(a + f(2)), x.astype(np.float64), -float(a + f(3)))
+        return inner * x * x + f(1)
 
     def far(x):  # 1 < |x| < 2
-        return ((a * x - f(5) * a) * x + f(8) * a) * x - f(4) * a
+        x64 = x.astype(np.float64)
+        inner = _fma_f32(_fma_f32(np.float64(a), x64, -float(f(5) * a)).astype(np.float64), x64, float(f(8) * a))
+        return inner * x - f(4) * a
 
     one = f(1)
-    weights = np.stack([far(t + one), near(t), near(one - t), far(f(2) - t)]).astype(f)
-    index = base.astype(np.int64)[None, :] + np.arange(-1, 3)[:, None]
+    mirror = (one - t).astype(f)
+    weights = np.stack([far((t + one).astype(f)), near(t), near(mirror), far((mirror + one).astype(f))]).astype(f)
+    index = base[None, :] + np.arange(-1, 3)[:, None]
     return np.clip(index, 0, in_size - 1), weights
+
+
+# float64 bits below a float32's 24-bit mantissa: 29. A float64 whose low 29 bits are 1 followed
+# by zeros sits exactly halfway between two float32.
+_BELOW_F32 = np.uint64((1 << 29) - 1)
+_HALFWAY_F32 = np.uint64(1 << 28)
+
+
+def _fma_f32(a: np.ndarray, b, c) -> np.ndarray:
+    """float32 fused multiply-add, a * b + c rounded once, for float32 values held as float64
+    (`a` an array; `b`, `c` arrays or scalars that broadcast to it).
+
+    a * b is exact in float64 (24 + 24 bits). Rounding a * b + c to float64 and then to float32
+    differs from a single rounding only where the float64 sum lands exactly halfway between two
+    float32 although the exact sum does not; those few elements are decided by the exact error of
+    the float64 sum (two-sum).
+    """
+    s = a * b
+    s += c
+    out = s.astype(np.float32)
+    low = s.view(np.uint64) & _BELOW_F32
+    ties = np.flatnonzero(low == _HALFWAY_F32)
+    if ties.size:
+        # .flat indexes strided and broadcast views without copying them
+        p_t = np.broadcast_to(a, s.shape).flat[ties] * np.broadcast_to(b, s.shape).flat[ties]
+        c_t = np.broadcast_to(c, s.shape).flat[ties].astype(np.float64)
+        s_t = s.reshape(-1)[ties]
+        back = s_t - p_t
+        error = (p_t - (s_t - back)) + (c_t - back)
+        inexact = error != 0
+        if inexact.any():
+            toward = np.where(error[inexact] > 0, np.inf, -np.inf)
+            out.reshape(-1)[ties[inexact]] = np.nextafter(s_t[inexact], toward).astype(np.float32)
+    return out
 
 
 def _resize_bicubic(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """Bicubic resize of an (H, W, C) uint8 array to float32 (out_h, out_w, C) in 0..255.
 
     Separable: 4 gathered rows per output row, then 4 gathered columns per output column, so the
-    cost scales with the output size times the input width, not with the input area.
+    cost scales with the output size times the input width, not with the input area. Within ~5e-6
+    of torch's result per value of the model's input (float32 sums in another order).
     """
     iy, wy = _bicubic_taps(x.shape[0], out_h)
     ix, wx = _bicubic_taps(x.shape[1], out_w)
@@ -404,14 +448,47 @@ def _resize_bicubic(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     return out
 
 
+def _resize_bicubic_exact(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Bicubic resize of an (H, W, C) uint8 array to float32 (C, out_h, out_w) in 0..1, bit for
+    bit as the official transform computes it (ToTensor, then torch's CPU bicubic on x86).
+
+    torch's kernel evaluates each output value as four row sums of four taps along the width,
+    combined along the height, each sum accumulated as fma(t0, w0, t1 * w1), then fma(t2, w2, .),
+    fma(t3, w3, .) in float32 (the chain its compiler emits). Here: the width pass on the input
+    rows that any output row uses (at most 4 per output row, so memory is bounded by the output,
+    not the image), then the height pass, each fused step emulated exactly by `_fma_f32`; channels
+    first, so that numpy's inner loops run along the output width.
+    """
+    iy, wy = _bicubic_taps(x.shape[0], out_h)
+    ix, wx = _bicubic_taps(x.shape[1], out_w)
+    rows, row_of = np.unique(iy, return_inverse=True)
+    row_of = row_of.reshape(iy.shape)
+    taps = np.take(x[rows], ix.reshape(-1), axis=1).transpose(2, 0, 1)  # (C, rows, 4 * out_w) uint8
+    taps = taps.astype(np.float32, order="C")
+    taps /= np.float32(255)  # ToTensor, rounded as torch rounds it
+    taps = taps.reshape(taps.shape[0], len(rows), 4, out_w)
+    w = wx.astype(np.float64)
+    across = _fma_f32(taps[:, :, 0].astype(np.float64), w[0], taps[:, :, 1] * wx[1])
+    across = _fma_f32(taps[:, :, 2], w[2], across)
+    across = _fma_f32(taps[:, :, 3], w[3], across)
+    w = wy.astype(np.float64)[:, :, None]
+    out = _fma_f32(across[:, row_of[0]].astype(np.float64), w[0], across[:, row_of[1]] * wy[1][:, None])
+    out = _fma_f32(across[:, row_of[2]], w[2], out)
+    return _fma_f32(across[:, row_of[3]], w[3], out)
+
+
 _OURS_IMAGE = ImageSpec()  # the dataclass defaults are the paper's transform (sslrt/spec/ours.py)
 
 
-def image_to_tensor(image: np.ndarray, spec=None) -> np.ndarray:
+def image_to_tensor(image: np.ndarray, spec=None, exact: bool = False) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> normalized float32 (3, size, size), the model's image input.
 
     `spec`: the family's ImageSpec (or its ModelSpec); None = ours'. Every family of sslrt.spec has
     the same image transform (PEER_FACTS §3.1), so the tensor is the same for all of them.
+    `exact`: the tensor bit for bit as the official code computes it on an x86 CPU (its sha256
+    equals the golden one), at ~6x the resize cost; the default differs by <= ~2e-6 per value,
+    which moves a heatmap by ~1e-7. The exact resize costs ~6x the default one (17 vs 3 ms for a
+    1024x1024 image on one core).
     """
     if spec is None:
         spec = _OURS_IMAGE
@@ -423,6 +500,9 @@ def image_to_tensor(image: np.ndarray, spec=None) -> np.ndarray:
     mean = np.asarray(spec.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(spec.std, dtype=np.float32)[:, None, None]
     rgb = _as_rgb_uint8(image)
-    resized = _resize_bicubic(rgb, size, size)
-    normalized = (resized.transpose(2, 0, 1) / np.float32(255.0) - mean) / std
+    if exact:
+        # torch's order: ToTensor's /255 before the resize, then Normalize's (x - mean) / std
+        normalized = (_resize_bicubic_exact(rgb, size, size) - mean) / std
+    else:
+        normalized = (_resize_bicubic(rgb, size, size).transpose(2, 0, 1) / np.float32(255.0) - mean) / std
     return np.ascontiguousarray(normalized, dtype=np.float32)

@@ -220,10 +220,11 @@ def _recording(compute):
 
 def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
                  audio_cache: EmbeddingCache | None = None, spec: ModelSpec | None = None,
-                 in_flight: InFlight | None = None) -> PreparedPair:
+                 in_flight: InFlight | None = None, exact_image: bool = False) -> PreparedPair:
     """Decode and transform one pair with the family's transforms (`spec`; None: the paper's),
     skipping what the caches already hold (and, with `in_flight`, what another pair being prepared
-    shares); silent audio is kept, with a warning recorded."""
+    shares); silent audio is kept, with a warning recorded. `exact_image`: the image tensor bit for
+    bit as the official code computes it (see image_to_tensor)."""
     t0 = time.perf_counter()
     encoded = None
     if isinstance(image, (str, os.PathLike)):
@@ -238,7 +239,7 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
 
     def prepare_image():
         rgb = load_image(image, encoded) if encoded is not None else image
-        return image_to_tensor(rgb, spec.image if spec is not None else None), tuple(np.shape(rgb)[:2])
+        return image_to_tensor(rgb, spec.image if spec is not None else None, exact=exact_image), tuple(np.shape(rgb)[:2])
 
     cached_image = image_cache.get(image_key) if image_cache else None
     image_caught = []
@@ -281,7 +282,7 @@ class Localizer:
     """
 
     def __init__(self, engines: dict[str, Engine], model: ResolvedModel | None = None, cache_size: int = 64,
-                 spec: ModelSpec | None = None, sounding_threshold: float | None = None):
+                 spec: ModelSpec | None = None, sounding_threshold: float | None = None, exact_image: bool = False):
         if "fused" not in engines and not {"vision", "audio"} <= set(engines):
             raise ValueError("a Localizer needs the fused graph or both encoder graphs")
         self.engines = engines
@@ -290,6 +291,7 @@ class Localizer:
         if self.spec is None:
             raise ValueError("a Localizer needs the model's spec (give a resolved model or a spec)")
         self.sounding_threshold = sounding_threshold
+        self.exact_image = exact_image  # image tensors bit for bit as the official code's (slower resize)
         self.split = {"vision", "audio"} <= set(engines)
         self.load_ms: float | None = None  # set by open(): resolving the model and opening its engines
         self._first_call = True
@@ -299,7 +301,8 @@ class Localizer:
     @classmethod
     def open(cls, model=None, backend: str = "onnxruntime", precision: str | None = "fp32", threads: int | None = None,
              progress=None, cuda_graph: bool = False, notify=None, reuse_embeddings: bool = True,
-             family: str | None = None, sounding_threshold: float | None = None) -> "Localizer":
+             family: str | None = None, sounding_threshold: float | None = None,
+             exact_image: bool = False) -> "Localizer":
         """`model`: an export directory, a checkpoint, a ResolvedModel or None (the demo model).
         `backend` is a name of the backend table (sslrt.engines.backend_names()) or "auto";
         `notify` receives the line that says what auto chose. With `reuse_embeddings` and encoder
@@ -323,7 +326,7 @@ class Localizer:
             for engine in engines.values():
                 engine.close()
             raise
-        localizer = cls(engines, resolved, sounding_threshold=sounding_threshold)
+        localizer = cls(engines, resolved, sounding_threshold=sounding_threshold, exact_image=exact_image)
         localizer.load_ms = (time.perf_counter() - t0) * 1e3
         return localizer
 
@@ -416,7 +419,8 @@ class Localizer:
             workers = max(1, min(4, (os.cpu_count() or 2) // 2))
         lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
         in_flight = InFlight(capacity=max(8, batch_size * (lookahead + 1)))  # about the pairs in flight
-        prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache, self.spec, in_flight)  # noqa: E731
+        prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache, self.spec, in_flight,  # noqa: E731
+                                            self.exact_image)
         if workers <= 0:
             for batch in _batches(pairs, batch_size):
                 yield from self.run_prepared([prepare(pair) for pair in batch], keep_embeddings)

@@ -85,9 +85,10 @@ def _normalize(batch: dict, kind: str, base: str) -> tuple[list[str], list[str],
     return keys, images, audios, errors
 
 
-def _prepare_batch(batch: dict, kind: str, base: str, done: np.ndarray, shapes: dict) -> dict:
+def _prepare_batch(batch: dict, kind: str, base: str, done: np.ndarray, shapes: dict, spec, exact_image: bool) -> dict:
     """CPU task: decode and preprocess the pairs not finished yet (sslrt's prepare_pair, so the
-    tensors equal the local path's). A pair that fails keeps its row, with the error."""
+    tensors equal the local path's: the family's transforms, `spec`). A pair that fails keeps its
+    row, with the error."""
     from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE
     from sslrt.runtime.pipeline import prepare_pair
 
@@ -106,7 +107,7 @@ def _prepare_batch(batch: dict, kind: str, base: str, done: np.ndarray, shapes: 
         if errors[i]:
             continue
         try:
-            p = prepare_pair(images[i], audios[i])
+            p = prepare_pair(images[i], audios[i], spec=spec, exact_image=exact_image)
         except Exception as exc:  # noqa: BLE001  a bad row is reported, never the end of the job
             errors[i] = first_line(exc)
             continue
@@ -215,7 +216,7 @@ def _plan(model, backend: str, precision: str | None, family: str | None, reuse_
 
 def _pipeline(ds, plan: _Plan, kind: str, base: str, done: np.ndarray, *, actors: int, actor_cpus: float | None,
               batch_size: int, threads: int | None, reuse_embeddings: bool, sounding_threshold: float | None,
-              keep_embeddings: bool = False, save_dir: str | None = None):
+              keep_embeddings: bool = False, save_dir: str | None = None, exact_image: bool = False):
     import ray
     import ray.data
 
@@ -238,7 +239,8 @@ def _pipeline(ds, plan: _Plan, kind: str, base: str, done: np.ndarray, *, actors
     # into the actor's process (no tensors through the object store; `actors` processes decode and
     # infer side by side); with a GPU per actor they stay CPU tasks feeding the GPU actors.
     ds = ds.map_batches(_prepare_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1.0 if gpu else actor_cpus,
-                        fn_kwargs={"kind": kind, "base": base, "done": done, "shapes": input_shapes(plan.spec)})
+                        fn_kwargs={"kind": kind, "base": base, "done": done, "shapes": input_shapes(plan.spec),
+                                   "spec": plan.spec, "exact_image": exact_image})
     ds = ds.map_batches(_LocalizeActor, batch_size=batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=actor_cpus, num_gpus=1 if gpu else 0,
                         fn_constructor_kwargs={"model": plan.model_dir, "backend": plan.backend, "precision": plan.precision,
@@ -302,7 +304,7 @@ def run_pairs(pairs_file: str | os.PathLike, output: str | os.PathLike, model=No
               batch_size: int = 8, threads: int | None = None, shard_format: str = "parquet",
               save_dir: str | os.PathLike | None = None, family: str | None = None, sounding_threshold: float | None = None,
               reuse_embeddings: bool = True, shard_rows: int = 1000, shard_seconds: float = 10.0, progress=None,
-              on_error=None, on_result=None, notify=None) -> dict:
+              on_error=None, on_result=None, notify=None, exact_image: bool = False) -> dict:
     """Localize every pair of `pairs_file` on a Ray cluster into result shards under `output`.
 
     Pairs whose results already exist in `output` are skipped (a rerun after an interruption
@@ -320,6 +322,8 @@ def run_pairs(pairs_file: str | os.PathLike, output: str | os.PathLike, model=No
     info = {"model": plan.model_dir, "manifest_sha256": plan.manifest_sha256, "family": plan.spec.name,
             "backend": plan.backend, "precision": plan.precision, "sounding_threshold": sounding_threshold,
             "reuse_embeddings": reuse_embeddings}
+    if exact_image:  # only then: run.json files of earlier versions stay valid for reruns
+        info["exact_image"] = True
     _check_run_info(out, info)
     shards = out / SHARDS
     done_keys = finished_keys(shards)
@@ -329,7 +333,7 @@ def run_pairs(pairs_file: str | os.PathLike, output: str | os.PathLike, model=No
     ds, kind, base = read_pairs_dataset(pairs_file)
     ds = _pipeline(ds, plan, kind, base, done, actors=actors, actor_cpus=actor_cpus, batch_size=batch_size,
                    threads=threads, reuse_embeddings=reuse_embeddings, sounding_threshold=sounding_threshold,
-                   save_dir=str(save_dir) if save_dir is not None else None)
+                   save_dir=str(save_dir) if save_dir is not None else None, exact_image=exact_image)
     writer = ShardWriter(shards, shard_format, rows=shard_rows, seconds=shard_seconds)
     computed, failed, examples = 0, 0, []
     t0 = time.perf_counter()
@@ -383,14 +387,14 @@ class RayLocalizer:
     def __init__(self, model=None, backend: str = "onnxruntime", precision: str | None = "fp32", threads: int | None = None,
                  *, address: str | None = None, actors: int = 1, actor_cpus: float | None = None, family: str | None = None,
                  sounding_threshold: float | None = None, reuse_embeddings: bool = True, progress=None, notify=None,
-                 errors: str = "yield"):
+                 errors: str = "yield", exact_image: bool = False):
         require_ray("data")
         self.plan = _plan(model, backend, precision, family, reuse_embeddings, progress=progress, notify=notify)
         self.spec = self.plan.spec
         self.split = self.plan.split
         self.engine = _EngineInfo(self.plan.backend, self.plan.precision, self.plan.device)
         self.options = {"actors": actors, "actor_cpus": actor_cpus, "threads": threads, "reuse_embeddings": reuse_embeddings,
-                        "sounding_threshold": sounding_threshold}
+                        "sounding_threshold": sounding_threshold, "exact_image": exact_image}
         self.errors = errors
         connect(address)
 
