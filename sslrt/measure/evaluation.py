@@ -178,7 +178,7 @@ def check_options(out_dir: str, batch_size: int = 16, retrieval: int = 1000, lim
 
 
 def run_evaluation(dataset: str, root: str, localizer, out_dir: str, annotations: str | None = None,
-                   batch_size: int = 16, workers: int = 1, retrieval: int = 1000, restart: bool = False,
+                   batch_size: int = 16, workers: int | None = None, retrieval: int = 1000, restart: bool = False,
                    limit: int | None = None, model_name: str = "", progress=None) -> dict:
     """Evaluate, resuming from out_dir/per_sample.csv unless `restart`; returns the summary."""
     check_options(out_dir, batch_size, retrieval, limit)

@@ -411,12 +411,14 @@ class Localizer:
 
         With `workers` > 0, decoding and preprocessing of the next batches run in a thread pool
         while the engine runs the current one (OpenCV, NumPy and the engines release the GIL);
-        None: one worker per two cores (one on a two-core machine, where the engine needs both),
-        at most four. An input repeated among the pairs in flight is prepared once.
+        None: one worker per core, at most four. Two workers on two cores, although the engine
+        uses both cores too, keep the next batch ready: end to end at batch 8 (1024 px JPEG + 10 s
+        WAV, full width) went from 87% to 90-93% of engine-only throughput in fp32 and from 77% to
+        82% in INT8 (one worker). An input repeated among the pairs in flight is prepared once.
         """
         check_batch_size(batch_size)
         if workers is None:
-            workers = max(1, min(4, (os.cpu_count() or 2) // 2))
+            workers = max(1, min(4, os.cpu_count() or 2))
         lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
         in_flight = InFlight(capacity=max(8, batch_size * (lookahead + 1)))  # about the pairs in flight
         prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache, self.spec, in_flight,  # noqa: E731
