@@ -107,8 +107,15 @@ class LocalizerService:
 
     def __init__(self, model: str, backend: str = "onnxruntime", precision: str | None = None, threads: int | None = None,
                  max_batch: int = 8, batch_wait_ms: float = 5.0, max_request_bytes: int = 32 << 20,
-                 reuse_embeddings: bool = True, sounding_threshold: float | None = None, manifest_sha256: str = ""):
+                 reuse_embeddings: bool = True, sounding_threshold: float | None = None, manifest_sha256: str = "",
+                 prepare_workers: int = 1):
+        from concurrent.futures import ThreadPoolExecutor
+
         from sslrt.runtime.pipeline import Localizer
+
+        # Decoding runs on as many threads as the replica has cores, not on asyncio's default pool
+        # (cores + 4 threads): more threads than cores only fight over the GIL and the caches.
+        self.prepare_pool = ThreadPoolExecutor(max_workers=max(1, prepare_workers), thread_name_prefix="sslrt-prepare")
 
         self.localizer = Localizer.open(model, backend=backend, precision=precision, threads=threads,
                                         reuse_embeddings=reuse_embeddings, sounding_threshold=sounding_threshold)
@@ -121,7 +128,7 @@ class LocalizerService:
         self.info = {"family": self.localizer.spec.name, "backend": engine.backend, "precision": engine.precision,
                      "device": engine.device, "engine": self.localizer.describe(), "model": self.localizer.model.directory,
                      "manifest_sha256": manifest_sha256, "max_batch": max_batch, "batch_wait_ms": batch_wait_ms,
-                     "max_request_bytes": max_request_bytes, "pid": os.getpid()}
+                     "max_request_bytes": max_request_bytes, "prepare_workers": max(1, prepare_workers), "pid": os.getpid()}
 
     # -- routes --------------------------------------------------------------------------------
 
@@ -187,7 +194,8 @@ class LocalizerService:
                 with open(paths[field], "wb") as f:
                     f.write(data)
             try:
-                prepared = await asyncio.to_thread(self._prepare, paths["image"], paths["audio"])
+                prepared = await asyncio.get_running_loop().run_in_executor(self.prepare_pool, self._prepare,
+                                                                            paths["image"], paths["audio"])
             except SslrtError as exc:
                 message = first_line(exc)
                 for field in ("image", "audio"):  # the client's names, not the temporary files'
@@ -233,8 +241,10 @@ class LocalizerService:
 def build_app(model=None, backend: str = "onnxruntime", precision: str | None = None, *, replicas: int = 1,
               max_batch: int = 8, batch_wait_ms: float = 5.0, max_request_mb: float = 32.0, threads: int | None = None,
               replica_cpus: float | None = None, family: str | None = None, reuse_embeddings: bool = True,
-              sounding_threshold: float | None = None, progress=None, notify=None):
-    """The Serve application (not yet running): the model resolved here, opened by every replica."""
+              sounding_threshold: float | None = None, prepare_workers: int | None = None, progress=None, notify=None):
+    """The Serve application (not yet running): the model resolved here, opened by every replica.
+    `prepare_workers`: decoding threads per replica (default: this machine's cores shared among the
+    replicas, at least one)."""
     from sslrt.scale.batch import _plan
 
     if replicas < 1 or max_batch < 1 or batch_wait_ms < 0 or max_request_mb <= 0:
@@ -248,7 +258,8 @@ def build_app(model=None, backend: str = "onnxruntime", precision: str | None = 
     return deployment.bind(plan.model_dir, backend=plan.backend, precision=plan.precision, threads=threads,
                            max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                            max_request_bytes=int(max_request_mb * (1 << 20)), reuse_embeddings=reuse_embeddings,
-                           sounding_threshold=sounding_threshold, manifest_sha256=plan.manifest_sha256)
+                           sounding_threshold=sounding_threshold, manifest_sha256=plan.manifest_sha256,
+                           prepare_workers=prepare_workers or max(1, (os.cpu_count() or 1) // replicas))
 
 
 def start(model=None, backend: str = "onnxruntime", precision: str | None = None, *, host: str = "127.0.0.1",
