@@ -29,6 +29,48 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve_load import multipart_body, run_level  # noqa: E402
 
 
+def process_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this machine's processes, summed by role (Linux /proc):
+    the Serve replicas, its HTTP proxy, Ray's daemons, this process (the load generator), the rest."""
+    roles: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if "ServeReplica" in cmd:
+            role = "replicas"
+        elif "ProxyActor" in cmd:
+            role = "HTTP proxy"
+        elif int(pid) == os.getpid():
+            role = "load generator (this process)"
+        elif "ray" in cmd:
+            role = "Ray daemons and actors"
+        else:
+            role = "other"
+        roles[role] = roles.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return roles
+
+
+def in_process_cpu_ms(pairs) -> float:
+    """CPU milliseconds per pair of in-process `localize_many` (this process's own rusage)."""
+    import resource
+
+    from sslrt.runtime.pipeline import Localizer
+
+    with Localizer.open(None) as loc:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        n = sum(1 for _ in loc.localize_many(pairs, batch_size=8))
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    return ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) / n * 1e3
+
+
 def loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -74,7 +116,7 @@ def markdown(r: dict) -> str:
     m = r["machine"]
     lines = [
         "# sslrt on Ray: batch (`--ray`) and service (`sslrt serve`) against the local engine", "",
-        f"Machine: {m['cpus']} CPU cores ({m['processor']}), shared with other jobs: load average {m['load_before']} before, "
+        f"Machine: {m['cpus']} CPU cores ({m['processor']}): load average {m['load_before']} before, "
         f"{m['load_after']} after (1/5/15 min). Ray {m['ray']}, ONNX Runtime {m['onnxruntime']}, Python {m['python']}. "
         "Local Ray: `ray.init(num_cpus=2)` with `RAY_worker_niceness=0`: Ray starts its workers at nice 15 by default "
         "(to keep the driver responsive), which on a machine shared with other jobs' nice-0 processes would measure the "
@@ -90,7 +132,7 @@ def markdown(r: dict) -> str:
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for n, b in r["batch"].items():
-        lines.append(f"| {n} | local (`localize_many`, 1 prefetch thread) | {b['local']['pairs_per_second']:.1f} | "
+        lines.append(f"| {n} | local (`localize_many`, a decoding thread per core) | {b['local']['pairs_per_second']:.1f} | "
                      f"{b['local']['first_result_s']:.2f} | {b['local']['steady_pairs_per_second']:.1f} | 100% | 100% |")
         for name, row in b["ray"].items():
             lines.append(f"| {n} | `--ray`, {name} | {row['pairs_per_second']:.1f} | {row['first_result_s']:.2f} | "
@@ -119,17 +161,27 @@ def markdown(r: dict) -> str:
                      f"({best_name}; target 85%: {'met' if job >= 0.85 else 'not met'}), {steady:.0%} in the steady state. "
                      f"The job's start-up costs {best['first_result_s']:.1f} s to the first result (Ray Data planning, "
                      "starting the actor processes, importing sslrt and opening the engine in each); a larger data set "
-                     "amortises it, the steady-state ratio is what remains. Single runs vary by up to ±25% here "
-                     "(other jobs share the 2 cores): see `runs` in ray.json.")
+                     "amortises it, the steady-state ratio is what remains. Single runs: see `runs` in ray.json.")
     for cfg in s["configs"]:
         c8 = next(lvl for lvl in cfg["levels"] if lvl["concurrency"] == 8)
         share = c8["throughput"] / s["in_process"]["pairs_per_second"]
         lines.append(f"- Service ({cfg['name']}), concurrency 8: {share:.0%} of in-process throughput (target 70%: "
                      f"{'met' if share >= 0.7 else 'not met'}), p99 {c8['p99_ms']:.0f} ms.")
+    cpu_rows = []
+    for cfg in s["configs"]:
+        c8 = next(lvl for lvl in cfg["levels"] if lvl["concurrency"] == 8)
+        if "cpu_ms_per_request" in c8:
+            parts = sorted(((v, k) for k, v in c8["cpu_ms_per_request"].items() if v >= 0.05), reverse=True)
+            cpu_rows.append(f"  - {cfg['name']}: " + ", ".join(f"{k} {v:.1f}" for v, k in parts)
+                            + f"; total {sum(v for v, _ in parts):.1f} ms per request")
+    if cpu_rows and "in_process_cpu_ms_per_pair" in s:
+        lines += [f"- Where the CPU goes at concurrency 8 (ms of CPU per request, by process, from /proc; in-process "
+                  f"`localize_many`: {s['in_process_cpu_ms_per_pair']:.1f} ms per pair):", *cpu_rows]
     lines += ["- What the service pays per request beyond in-process work: the HTTP proxy and the replica each handle "
               "the ~0.6 MB body (the proxy forwards it to the replica as ASGI messages over Ray calls), the per-request "
-              "temporary files, a thread hop for decoding and one for the engine, and small engine batches "
-              "(decoding, not the engine, is the bottleneck on 2 cores, so requests reach the batcher one at a time).",
+              "temporary files, a thread hop for decoding and one for the engine, and small engine batches. On two "
+              "cores the in-process path spends every cycle on decoding and the engine; the service must fit the proxy, "
+              "Ray's messaging and the load generator into the same two cores.",
               "", "Reproduce: `PYTHONPATH=. python benchmarks/ray_report.py` (writes this file and `benchmarks/ray.json`).", ""]
     return "\n".join(lines)
 
@@ -198,8 +250,12 @@ def main(argv=None) -> None:
             levels = []
             for c in (1, 8, 32):
                 before = _batch_sizes(port, replicas)
+                cpu_before = process_cpu_seconds()
                 level = run_level("127.0.0.1", port, bodies, c, args.requests, args.time_limit, start_index=c)
+                cpu_after = process_cpu_seconds()
                 after = _batch_sizes(port, replicas)
+                level["cpu_ms_per_request"] = {k: (cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0)) / max(1, level["requests"]) * 1e3
+                                               for k in cpu_after}
                 level["batch_sizes"] = {k: v - before.get(k, 0) for k, v in sorted(after.items(), key=lambda kv: int(kv[0]))
                                         if v - before.get(k, 0)}
                 levels.append(level)
@@ -208,7 +264,8 @@ def main(argv=None) -> None:
             name = f"{replicas} replica{'s' if replicas > 1 else ''}, max batch 8, wait {wait_ms:g} ms"
             configs.append({"name": name, "replicas": replicas, "max_batch": 8, "batch_wait_ms": wait_ms, "levels": levels})
             in_process_runs.append(local_pass(served))
-        service = {"requests": args.requests, "time_limit": args.time_limit,
+        in_process_cpu = in_process_cpu_ms(served)
+        service = {"requests": args.requests, "time_limit": args.time_limit, "in_process_cpu_ms_per_pair": in_process_cpu,
                    "mean_body_kb": statistics.mean(len(b) for b, _ in bodies) / 1024, "configs": configs,
                    "in_process": median_of(in_process_runs), "in_process_runs": in_process_runs}
     finally:
