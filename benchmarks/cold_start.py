@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 BASELINE = "import numpy, cv2, onnxruntime"
+# the same imports, leaving as sslrt leaves (no interpreter teardown): the like-for-like floor
+BASELINE_EXIT = "import numpy, cv2, onnxruntime, os; os._exit(0)"
 RUN = "from sslrt.cli import main; main()"
 
 
@@ -74,22 +76,27 @@ def main() -> None:
         sf.write(audio, generated_waveform(0), 16000, subtype="PCM_16")
         run = [sys.executable, "-c", RUN, "run", image, audio, "--json", *(["-m", args.model] if args.model else [])]
         base = [sys.executable, "-c", BASELINE]
-        timed(run, env), timed(base, env)
-        walls = {"sslrt run": [], "import floor": []}
+        base_exit = [sys.executable, "-c", BASELINE_EXIT]
+        timed(run, env), timed(base, env), timed(base_exit, env)
+        walls = {"sslrt run": [], "import floor": [], "import floor, no teardown": []}
         timings = []
         for _ in range(args.runs):
             wall, out, _ = timed(run, env)
             walls["sslrt run"].append(wall)
             timings.append(json.loads(out)["timings_ms"])
             walls["import floor"].append(timed(base, env)[0])
+            walls["import floor, no teardown"].append(timed(base_exit, env)[0])
         imports = slowest_imports(env, run)
     med = {k: statistics.median(v) for k, v in walls.items()}
     ratio = med["sslrt run"] / med["import floor"]
+    ratio_no_teardown = med["sslrt run"] / med["import floor, no teardown"]
     keys = [k for k in ("startup", "load", "preprocess", "inference", "postprocess") if all(k in t for t in timings)]
     parts = {k: statistics.median(t[k] for t in timings) for k in keys}
     report = {"machine": machine_info(), "runs": args.runs, "model": args.model or "demo",
-              "commands": {"sslrt run": f"python -c '{RUN}' run scene.jpg sound.wav --json", "import floor": f"python -c '{BASELINE}'"},
-              "wall_ms": walls, "median_ms": med, "ratio": ratio, "bar": 2.0, "meets_bar": ratio <= 2.0,
+              "commands": {"sslrt run": f"python -c '{RUN}' run scene.jpg sound.wav --json", "import floor": f"python -c '{BASELINE}'",
+                           "import floor, no teardown": f"python -c '{BASELINE_EXIT}'"},
+              "wall_ms": walls, "median_ms": med, "ratio": ratio, "ratio_no_teardown": ratio_no_teardown,
+              "bar": 2.0, "meets_bar": ratio <= 2.0,
               "sslrt_run_timings_ms_median": parts, "slowest_imports": imports}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +109,9 @@ def main() -> None:
              "compiles an installed package's (and had compiled numpy's, cv2's and onnxruntime's).", "",
              "| command | median wall ms | min | max |", "|---|---:|---:|---:|"]
     lines += [f"| {k} (`{report['commands'][k]}`) | {med[k]:.0f} | {min(v):.0f} | {max(v):.0f} |" for k, v in walls.items()]
-    lines += ["", f"**sslrt run / import floor = {ratio:.2f}x** (bar: <= 2x: {'met' if ratio <= 2 else 'NOT met'}).", "",
+    lines += ["", f"**sslrt run / import floor = {ratio:.2f}x** (bar: <= 2x: {'met' if ratio <= 2 else 'NOT met'}). "
+              f"sslrt leaves without the interpreter's teardown once its output is flushed; against the floor that leaves "
+              f"the same way: {ratio_no_teardown:.2f}x.", "",
               "Where `sslrt run`'s wall time goes (medians of its JSON `timings_ms`; startup = Python + the command's imports, "
               "load = resolving the model + opening the sessions; the rest is the process exit, which sslrt makes without "
               "the interpreter's teardown once its output is flushed):", "",

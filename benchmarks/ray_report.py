@@ -30,8 +30,9 @@ from serve_load import multipart_body, run_level  # noqa: E402
 
 
 def process_cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) so far of this machine's processes, summed by role (Linux /proc):
-    the Serve replicas, its HTTP proxy, Ray's daemons, this process (the load generator), the rest."""
+    """CPU seconds (user + system) so far of this benchmark's processes, summed by role (Linux /proc):
+    the Serve replicas, its HTTP proxy, Ray's daemons and actors, this process (the load generator).
+    Processes of other programs are not counted."""
     roles: dict[str, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for pid in os.listdir("/proc"):
@@ -53,7 +54,7 @@ def process_cpu_seconds() -> dict[str, float]:
         elif "ray" in cmd:
             role = "Ray daemons and actors"
         else:
-            role = "other"
+            continue
         roles[role] = roles.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return roles
 
@@ -188,7 +189,7 @@ def markdown(r: dict) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", default="200,1000", help="comma-separated pair counts of the batch comparison")
+    ap.add_argument("--pairs", default="200,1000,3000", help="comma-separated pair counts of the batch comparison")
     ap.add_argument("--service-pairs", type=int, default=200)
     ap.add_argument("--image-size", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3)
@@ -254,7 +255,8 @@ def main(argv=None) -> None:
                 level = run_level("127.0.0.1", port, bodies, c, args.requests, args.time_limit, start_index=c)
                 cpu_after = process_cpu_seconds()
                 after = _batch_sizes(port, replicas)
-                level["cpu_ms_per_request"] = {k: (cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0)) / max(1, level["requests"]) * 1e3
+                # a process that ended during the level takes its seconds with it: no negative shares
+                level["cpu_ms_per_request"] = {k: max(0.0, cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0)) / max(1, level["requests"]) * 1e3
                                                for k in cpu_after}
                 level["batch_sizes"] = {k: v - before.get(k, 0) for k, v in sorted(after.items(), key=lambda kv: int(kv[0]))
                                         if v - before.get(k, 0)}

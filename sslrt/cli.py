@@ -872,6 +872,8 @@ def _exit_at_once(code: int) -> None:
     atomically, sessions' work done); what remains is freeing memory, finalizing ~600 modules and
     ONNX Runtime's and OpenCV's globals, ~50-80 ms that a person at the shell would wait for."""
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with that descriptor closed
+            continue
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe: nothing more can reach the reader

@@ -348,14 +348,59 @@ def test_slavc_heatmap_is_the_mean_of_its_two_heads():
         assert torch.allclose(model(image, audio), expected, atol=1e-4)
 
 
-def test_run_with_exact_image(tiny_export, media, capsys):
-    """`sslrt run --exact-image`: the same result within the resize's ~1e-6 (a tiny model)."""
+def test_run_with_exact_image(tiny_export, media, capsys, monkeypatch):
+    """`sslrt run --exact-image` reaches the image transform (and the default run does not ask for
+    it); the results agree within the resize's ~1e-6 (a tiny model)."""
+    import sslrt.runtime.pipeline as pipeline
     from conftest import run_cli
 
+    asked = []
+    real = pipeline.image_to_tensor
+
+    def recording(image, spec=None, exact=False):
+        asked.append(exact)
+        return real(image, spec, exact=exact)
+
+    monkeypatch.setattr(pipeline, "image_to_tensor", recording)
     results = []
     for extra in ([], ["--exact-image"]):
+        asked.clear()
         code, out, err = run_cli(["run", media / "scene.jpg", media / "sound.wav", "--model", tiny_export.directory, "--json", *extra], capsys)
         assert code == 0, err
+        assert asked == [bool(extra)]
         results.append(json.loads(out))
     assert np.abs(np.asarray(results[0]["heatmap"]) - np.asarray(results[1]["heatmap"])).max() < 1e-5
     assert results[0]["peak"] == results[1]["peak"]
+
+
+def test_fma_emulation_rounds_once():
+    """_fma_f32 is a float32 fused multiply-add: one rounding of the exact a * b + c, also where the
+    float64 sum lands exactly halfway between two float32 (the two-sum correction), for either sign
+    and for operands in any memory order."""
+    from fractions import Fraction
+
+    from sslrt.preprocess.image import _fma_f32
+
+    def exact_fma(a, b, c):
+        value = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
+        lo = np.float32(float(value))  # one of the two float32 around the exact value
+        candidates = [np.nextafter(lo, np.float32(-np.inf)), lo, np.nextafter(lo, np.float32(np.inf))]
+        return min(candidates, key=lambda x: (abs(Fraction(float(x)) - value), int(np.array(x).view(np.uint32)) & 1))
+
+    # a * b + c is just above 1 + 2**-24 (halfway between 1 and 1 + 2**-23), and float64 rounds the
+    # sum to exactly that halfway point: rounding it again to float32 would give 1.0
+    a = np.float32(-(2.0 ** -24) * (1 + 2.0 ** -20))
+    b = np.float32(1 - 2.0 ** -20)
+    c = np.float32(1 + 2.0 ** -23)
+    assert float(np.float64(a) * np.float64(b) + np.float64(c)) == 1 + 2.0 ** -24
+    assert _fma_f32(np.array([a], np.float64), np.float64(b), c)[0] == exact_fma(a, b, c) == np.float32(1 + 2.0 ** -23)
+    assert _fma_f32(np.array([-a], np.float64), np.float64(b), -c)[0] == -exact_fma(a, b, c)
+    # the same element inside a Fortran-ordered operand (the height pass gathers such views)
+    grid = np.zeros((3, 4), np.float64, order="F")
+    grid[1, 2] = a
+    got = _fma_f32(grid, np.float64(b), np.full((3, 4), c, np.float32))
+    assert got[1, 2] == np.float32(1 + 2.0 ** -23) and got[0, 0] == c
+    rng = np.random.default_rng(3)
+    a, b, c = (rng.standard_normal(2000).astype(np.float32) for _ in range(3))
+    got = _fma_f32(a.astype(np.float64), b.astype(np.float64), c)
+    assert all(g == exact_fma(x, y, z) for g, x, y, z in zip(got[:300], a, b, c))

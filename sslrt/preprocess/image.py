@@ -411,14 +411,15 @@ def _fma_f32(a: np.ndarray, b, c) -> np.ndarray:
     float32 although the exact sum does not; those few elements are decided by the exact error of
     the float64 sum (two-sum).
     """
-    s = a * b
+    # C order: the corrections below are written through a flat view of `out`
+    s = np.multiply(a, b, dtype=np.float64, order="C")
     s += c
     out = s.astype(np.float32)
     low = s.view(np.uint64) & _BELOW_F32
     ties = np.flatnonzero(low == _HALFWAY_F32)
     if ties.size:
-        # .flat indexes strided and broadcast views without copying them
-        p_t = np.broadcast_to(a, s.shape).flat[ties] * np.broadcast_to(b, s.shape).flat[ties]
+        # .flat indexes strided and broadcast views (in C order) without copying them
+        p_t = np.broadcast_to(a, s.shape).flat[ties].astype(np.float64) * np.broadcast_to(b, s.shape).flat[ties].astype(np.float64)
         c_t = np.broadcast_to(c, s.shape).flat[ties].astype(np.float64)
         s_t = s.reshape(-1)[ties]
         back = s_t - p_t

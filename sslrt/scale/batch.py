@@ -311,8 +311,9 @@ def _check_run_info(out: Path, info: dict) -> None:
     if path.is_file():
         earlier = json.loads(path.read_text())
         if earlier != info:
-            raise SslrtError(f"{out} holds results of another configuration ({earlier.get('backend')} "
-                             f"{earlier.get('precision')}, {earlier.get('model')}): use another --output")
+            differs = ", ".join(f"{k}: {earlier.get(k)!r} there, {info.get(k)!r} now"
+                                for k in sorted(set(earlier) | set(info)) if earlier.get(k) != info.get(k))
+            raise SslrtError(f"{out} holds results of another configuration ({differs}): use another --output")
     else:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(str(path), info)

@@ -238,13 +238,21 @@ class LocalizerService:
         return await asyncio.to_thread(self.localizer.run_prepared, prepared)
 
 
+def _default_prepare_workers(replicas: int, replica_cpus: float | None) -> int:
+    """Decoding threads per replica: the CPUs it reserves, or else this machine's cores shared among
+    the replicas (a one-machine service)."""
+    if replica_cpus is not None:
+        return max(1, int(round(replica_cpus)))
+    return max(1, (os.cpu_count() or 1) // replicas)
+
+
 def build_app(model=None, backend: str = "onnxruntime", precision: str | None = None, *, replicas: int = 1,
               max_batch: int = 8, batch_wait_ms: float = 5.0, max_request_mb: float = 32.0, threads: int | None = None,
               replica_cpus: float | None = None, family: str | None = None, reuse_embeddings: bool = True,
               sounding_threshold: float | None = None, prepare_workers: int | None = None, progress=None, notify=None):
     """The Serve application (not yet running): the model resolved here, opened by every replica.
-    `prepare_workers`: decoding threads per replica (default: this machine's cores shared among the
-    replicas, at least one)."""
+    `prepare_workers`: decoding threads per replica (default: `replica_cpus`, or else this machine's
+    cores shared among the replicas; at least one)."""
     from sslrt.scale.batch import _plan
 
     if replicas < 1 or max_batch < 1 or batch_wait_ms < 0 or max_request_mb <= 0:
@@ -259,7 +267,7 @@ def build_app(model=None, backend: str = "onnxruntime", precision: str | None = 
                            max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                            max_request_bytes=int(max_request_mb * (1 << 20)), reuse_embeddings=reuse_embeddings,
                            sounding_threshold=sounding_threshold, manifest_sha256=plan.manifest_sha256,
-                           prepare_workers=prepare_workers or max(1, (os.cpu_count() or 1) // replicas))
+                           prepare_workers=prepare_workers or _default_prepare_workers(replicas, replica_cpus))
 
 
 def start(model=None, backend: str = "onnxruntime", precision: str | None = None, *, host: str = "127.0.0.1",

@@ -282,7 +282,8 @@ def localize_video(localizer, path: str | os.PathLike, output: str | os.PathLike
                         t2 = time.perf_counter()
                         pipe.busy["audio"] += t2 - t1
                         entry.prepared = prepare_pair(entry.rgb, (window_clip(window, spec), rate),
-                                                      localizer.image_cache, localizer.audio_cache, spec)
+                                                      localizer.image_cache, localizer.audio_cache, spec,
+                                                      exact_image=localizer.exact_image)
                         pipe.busy["preprocess"] += time.perf_counter() - t2
                     elif not write_video:
                         last_time[0] = item.time
