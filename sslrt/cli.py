@@ -274,8 +274,9 @@ def run(
     ray_actors: int = typer.Option(1, "--ray-actors", help="With --ray: inference actors, one engine each (one GPU each on a cuda backend)."),
     output: Optional[Path] = typer.Option(None, "--output", help="With --ray: folder for the result shards, run.json and summary.json."),
     shard_format: str = typer.Option("parquet", "--shard-format", help="With --ray: parquet | jsonl."),
-    exact_image: bool = typer.Option(False, "--exact-image", help="Image tensors bit for bit as the official code computes them "
-                                     "(its float32 operation order; ~6x the resize cost). Default: within ~1e-6."),
+    exact_inputs: bool = typer.Option(False, "--exact-inputs", help="Input tensors bit for bit as the official code computes them "
+                                      "(the image resize in its float32 operation order, ~6x its cost; SSL-TIE's mel "
+                                      "spectrogram on torch's kernels, which needs torch). Default: within ~1e-6."),
 ):
     """Localize the sound of AUDIO in IMAGE (or of every pair in --pairs)."""
     if ray or ray_address:
@@ -287,7 +288,7 @@ def run(
                           backend=backend, precision=precision, address=ray_address, actors=ray_actors, batch_size=batch_size,
                           threads=threads, shard_format=shard_format, save_dir=str(save_dir) if save_dir else None,
                           family=family, sounding_threshold=sounding_threshold, reuse_embeddings=reuse_embeddings,
-                          exact_image=exact_image)
+                          exact_inputs=exact_inputs)
     from sslrt.engines.base import check_batch_size
     from sslrt.runtime.overlay import check_picture_path, render_overlay, save_png
     from sslrt.runtime.pipeline import Localizer
@@ -322,7 +323,7 @@ def run(
     localizer = Localizer.open(str(model) if model else None, backend=backend, precision=precision,
                                threads=threads, progress=_progress, cuda_graph=cuda_graph, notify=lambda m: _err(f"sslrt: {m}"),
                                family=family, sounding_threshold=sounding_threshold, reuse_embeddings=reuse_embeddings,
-                               exact_image=exact_image)
+                               exact_inputs=exact_inputs)
     if video_input is not None:
         from sslrt.video.frames import video_pair
 
@@ -536,8 +537,9 @@ def evaluate(
     ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster (a local one unless --ray-address); same outputs (pip install 'sslrt[ray]')."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (implies --ray)."),
     ray_actors: int = typer.Option(1, "--ray-actors", help="With --ray: inference actors, one engine each."),
-    exact_image: bool = typer.Option(False, "--exact-image", help="Image tensors bit for bit as the official code computes them "
-                                     "(its float32 operation order; ~6x the resize cost). Default: within ~1e-6."),
+    exact_inputs: bool = typer.Option(False, "--exact-inputs", help="Input tensors bit for bit as the official code computes them "
+                                      "(the image resize in its float32 operation order, ~6x its cost; SSL-TIE's mel "
+                                      "spectrogram on torch's kernels, which needs torch). Default: within ~1e-6."),
 ):
     """Evaluate on VGG-SS, Flickr-SoundNet or IS3 with the official metrics (resumable)."""
     from sslrt.datasets import DATASETS
@@ -560,7 +562,7 @@ def evaluate(
         rows = []
         for i, name in enumerate(names):
             loc = Localizer.open(name, backend=backend, precision=precision, threads=threads, progress=_progress,
-                                 exact_image=exact_image)
+                                 exact_inputs=exact_inputs)
             folder = out / f"{i}_{loc.spec.name}"
             summary = run_evaluation(dataset, str(root), loc, str(folder), annotations=str(annotations) if annotations else None,
                                      batch_size=batch_size, retrieval=retrieval, restart=restart, limit=limit, model_name=name)
@@ -579,10 +581,10 @@ def evaluate(
         from sslrt.scale.batch import RayLocalizer
 
         localizer = RayLocalizer(model_path, backend=backend, precision=precision, threads=threads, progress=_progress,
-                                 family=family, address=ray_address, actors=ray_actors, exact_image=exact_image)
+                                 family=family, address=ray_address, actors=ray_actors, exact_inputs=exact_inputs)
     else:
         localizer = Localizer.open(model_path, backend=backend, precision=precision, threads=threads, progress=_progress,
-                                   family=family, exact_image=exact_image)
+                                   family=family, exact_inputs=exact_inputs)
     with _progress_bar(True) as bar:
         task = bar.add_task(f"eval {dataset}", total=None) if bar else None
         summary = run_evaluation(dataset, str(root), localizer, str(out), annotations=str(annotations) if annotations else None,

@@ -301,5 +301,5 @@ def test_ray_preprocessing_uses_the_familys_transforms(family, media):
     assert out["spectrogram"][0].shape == tuple(input_shapes(spec)[INPUT_AUDIO]) != tuple(input_shapes(get_spec("ours"))[INPUT_AUDIO])
     assert out["image_tensor"][0].shape == tuple(input_shapes(spec)[INPUT_IMAGE])
     exact = _prepare_batch(batch, "table", "", np.array([], dtype=str), input_shapes(spec), spec, True)
-    assert np.array_equal(exact["image_tensor"][0], prepare_pair(image, audio, spec=spec, exact_image=True).image_tensor)
+    assert np.array_equal(exact["image_tensor"][0], prepare_pair(image, audio, spec=spec, exact_inputs=True).image_tensor)
     assert not np.array_equal(exact["image_tensor"][0], out["image_tensor"][0])

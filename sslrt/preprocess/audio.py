@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sslrt.errors import AudioInputWarning, SslrtError
-from sslrt.preprocess.spectrogram import linear_spectrogram, mel_spectrogram_db, resample
+from sslrt.preprocess.spectrogram import linear_spectrogram, mel_spectrogram_db, mel_spectrogram_db_exact, resample
 from sslrt.spec.base import AudioSpec
 
 _OURS_AUDIO = AudioSpec()  # the dataclass defaults are the paper's front end (sslrt/spec/ours.py)
@@ -344,10 +344,12 @@ def _tile(x: np.ndarray, length: int) -> np.ndarray:
 
 
 def spectrogram_from_waveform(samples: np.ndarray, sr: int = 16000, audio_spec: AudioSpec | None = None,
-                              name: str = "audio", duration: float | None = None) -> np.ndarray:
+                              name: str = "audio", duration: float | None = None, exact: bool = False) -> np.ndarray:
     """Waveform at any rate -> the family's audio input, float32 `audio_spec.shape` (None: ours',
     (1, 257, 299)). `samples` is 1-D or (N, C); `duration` is the container's duration in seconds
-    where the file declares one (the PyAV families centre on it), else len(samples) / sr."""
+    where the file declares one (the PyAV families centre on it), else len(samples) / sr. `exact`:
+    a mel front end (SSL-TIE's) computed in torch's float32 kernels, bit for bit as the official
+    code's (needs torch); the linear front ends are bit for bit either way."""
     spec = _audio_spec(audio_spec)
     x = waveform_frames(samples, name)  # dtype and layout rules: see there
     sr = check_sample_rate(sr, name)  # before resampling: its cost grows with the rate ratio
@@ -371,7 +373,8 @@ def spectrogram_from_waveform(samples: np.ndarray, sr: int = 16000, audio_spec: 
     if spec.spectrogram == "linear":
         spectrum = linear_spectrogram(x, sr, nperseg=spec.n_fft, noverlap=spec.noverlap)
     elif spec.spectrogram == "mel":
-        spectrum = mel_spectrogram_db(x, sr, n_fft=spec.n_fft, hop=spec.hop, n_mels=spec.n_mels, amin=spec.log_eps)
+        mel = mel_spectrogram_db_exact if exact else mel_spectrogram_db
+        spectrum = mel(x, sr, n_fft=spec.n_fft, hop=spec.hop, n_mels=spec.n_mels, amin=spec.log_eps)
     else:
         raise SslrtError(f"unknown spectrogram {spec.spectrogram!r} in the model spec")
     if spec.log == "log":
@@ -425,8 +428,8 @@ def _nonempty(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
-def audio_to_spectrogram(path: str | os.PathLike, audio_spec: AudioSpec | None = None) -> np.ndarray:
+def audio_to_spectrogram(path: str | os.PathLike, audio_spec: AudioSpec | None = None, exact: bool = False) -> np.ndarray:
     """Audio file -> the family's audio input (None: ours', (1, 257, 299) float32)."""
     clip = read_audio(path, audio_spec)
     return spectrogram_from_waveform(clip.samples, clip.sample_rate, audio_spec, name=os.fspath(path),
-                                     duration=clip.duration)
+                                     duration=clip.duration, exact=exact)

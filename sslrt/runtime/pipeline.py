@@ -161,7 +161,7 @@ class EmbeddingCache:
                 self._items.popitem(last=False)
 
 
-def _prepare_audio(audio, spec: ModelSpec | None = None) -> tuple[np.ndarray, str]:
+def _prepare_audio(audio, spec: ModelSpec | None = None, exact: bool = False) -> tuple[np.ndarray, str]:
     """A path (read as the family's reader does: for ours its first 10 s), (waveform, rate), or a
     bare waveform at 16 kHz -> the family's audio input. The waveform's dtype and layout rules are
     spectrogram_from_waveform's (waveform_frames); the rate is checked there too, before any
@@ -170,14 +170,15 @@ def _prepare_audio(audio, spec: ModelSpec | None = None) -> tuple[np.ndarray, st
     if isinstance(audio, (str, os.PathLike)):
         clip = read_audio(audio, audio_spec)
         name = os.fspath(audio)
-        return spectrogram_from_waveform(clip.samples, clip.sample_rate, audio_spec, name=name, duration=clip.duration), name
+        return spectrogram_from_waveform(clip.samples, clip.sample_rate, audio_spec, name=name, duration=clip.duration,
+                                         exact=exact), name
     elif isinstance(audio, tuple):
         if len(audio) != 2:
             raise SslrtError(f"audio: expected a (waveform, sample_rate) pair, got a tuple of {len(audio)} items")
         (samples, sr), name = audio, "audio"
     else:
         samples, sr, name = audio, 16000, "audio"
-    return spectrogram_from_waveform(samples, sr, audio_spec, name=name), name
+    return spectrogram_from_waveform(samples, sr, audio_spec, name=name, exact=exact), name
 
 
 class InFlight:
@@ -220,11 +221,12 @@ def _recording(compute):
 
 def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
                  audio_cache: EmbeddingCache | None = None, spec: ModelSpec | None = None,
-                 in_flight: InFlight | None = None, exact_image: bool = False) -> PreparedPair:
+                 in_flight: InFlight | None = None, exact_inputs: bool = False) -> PreparedPair:
     """Decode and transform one pair with the family's transforms (`spec`; None: the paper's),
     skipping what the caches already hold (and, with `in_flight`, what another pair being prepared
-    shares); silent audio is kept, with a warning recorded. `exact_image`: the image tensor bit for
-    bit as the official code computes it (see image_to_tensor)."""
+    shares); silent audio is kept, with a warning recorded. `exact_inputs`: both tensors bit for bit
+    as the official code computes them (image_to_tensor(exact=True); a mel front end on torch's
+    kernels, which then needs torch)."""
     t0 = time.perf_counter()
     encoded = None
     if isinstance(image, (str, os.PathLike)):
@@ -239,7 +241,7 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
 
     def prepare_image():
         rgb = load_image(image, encoded) if encoded is not None else image
-        return image_to_tensor(rgb, spec.image if spec is not None else None, exact=exact_image), tuple(np.shape(rgb)[:2])
+        return image_to_tensor(rgb, spec.image if spec is not None else None, exact=exact_inputs), tuple(np.shape(rgb)[:2])
 
     cached_image = image_cache.get(image_key) if image_cache else None
     image_caught = []
@@ -252,7 +254,7 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
         spectrogram = None
         audio_caught = [(m, True) for m in cached_audio[1]]
     else:
-        (spectrogram, _), audio_caught = once(("audio", audio_key), lambda: _recording(lambda: _prepare_audio(audio, spec)))
+        (spectrogram, _), audio_caught = once(("audio", audio_key), lambda: _recording(lambda: _prepare_audio(audio, spec, exact_inputs)))
     caught = image_caught + audio_caught
     audio_warnings = [m for m, is_audio in audio_caught if is_audio]
     messages = [m for m, is_audio in caught if not is_audio] + audio_warnings
@@ -282,7 +284,7 @@ class Localizer:
     """
 
     def __init__(self, engines: dict[str, Engine], model: ResolvedModel | None = None, cache_size: int = 64,
-                 spec: ModelSpec | None = None, sounding_threshold: float | None = None, exact_image: bool = False):
+                 spec: ModelSpec | None = None, sounding_threshold: float | None = None, exact_inputs: bool = False):
         if "fused" not in engines and not {"vision", "audio"} <= set(engines):
             raise ValueError("a Localizer needs the fused graph or both encoder graphs")
         self.engines = engines
@@ -291,7 +293,7 @@ class Localizer:
         if self.spec is None:
             raise ValueError("a Localizer needs the model's spec (give a resolved model or a spec)")
         self.sounding_threshold = sounding_threshold
-        self.exact_image = exact_image  # image tensors bit for bit as the official code's (slower resize)
+        self.exact_inputs = exact_inputs  # input tensors bit for bit as the official code's (slower resize)
         self.split = {"vision", "audio"} <= set(engines)
         self.load_ms: float | None = None  # set by open(): resolving the model and opening its engines
         self._first_call = True
@@ -302,7 +304,7 @@ class Localizer:
     def open(cls, model=None, backend: str = "onnxruntime", precision: str | None = "fp32", threads: int | None = None,
              progress=None, cuda_graph: bool = False, notify=None, reuse_embeddings: bool = True,
              family: str | None = None, sounding_threshold: float | None = None,
-             exact_image: bool = False) -> "Localizer":
+             exact_inputs: bool = False) -> "Localizer":
         """`model`: an export directory, a checkpoint, a ResolvedModel or None (the demo model).
         `backend` is a name of the backend table (sslrt.engines.backend_names()) or "auto";
         `notify` receives the line that says what auto chose. With `reuse_embeddings` and encoder
@@ -326,7 +328,7 @@ class Localizer:
             for engine in engines.values():
                 engine.close()
             raise
-        localizer = cls(engines, resolved, sounding_threshold=sounding_threshold, exact_image=exact_image)
+        localizer = cls(engines, resolved, sounding_threshold=sounding_threshold, exact_inputs=exact_inputs)
         localizer.load_ms = (time.perf_counter() - t0) * 1e3
         return localizer
 
@@ -422,7 +424,7 @@ class Localizer:
         lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
         in_flight = InFlight(capacity=max(8, batch_size * (lookahead + 1)))  # about the pairs in flight
         prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache, self.spec, in_flight,  # noqa: E731
-                                            self.exact_image)
+                                            self.exact_inputs)
         if workers <= 0:
             for batch in _batches(pairs, batch_size):
                 yield from self.run_prepared([prepare(pair) for pair in batch], keep_embeddings)

@@ -87,7 +87,7 @@ def _normalize(batch: dict, kind: str, base: str) -> tuple[list[str], list[str],
     return keys, images, audios, errors
 
 
-def _prepare_batch(batch: dict, kind: str, base: str, done: np.ndarray, shapes: dict, spec, exact_image: bool) -> dict:
+def _prepare_batch(batch: dict, kind: str, base: str, done: np.ndarray, shapes: dict, spec, exact_inputs: bool) -> dict:
     """CPU task: decode and preprocess the pairs not finished yet (sslrt's prepare_pair, so the
     tensors equal the local path's: the family's transforms, `spec`). A pair that fails keeps its
     row, with the error."""
@@ -109,7 +109,7 @@ def _prepare_batch(batch: dict, kind: str, base: str, done: np.ndarray, shapes: 
         if errors[i]:
             continue
         try:
-            p = prepare_pair(images[i], audios[i], spec=spec, exact_image=exact_image)
+            p = prepare_pair(images[i], audios[i], spec=spec, exact_inputs=exact_inputs)
         except Exception as exc:  # noqa: BLE001  a bad row is reported, never the end of the job
             errors[i] = first_line(exc)
             continue
@@ -231,7 +231,7 @@ def _plan(model, backend: str, precision: str | None, family: str | None, reuse_
 
 def _pipeline(ds, plan: _Plan, kind: str, base: str, done: np.ndarray, *, actors: int, actor_cpus: float | None,
               batch_size: int, threads: int | None, reuse_embeddings: bool, sounding_threshold: float | None,
-              keep_embeddings: bool = False, save_dir: str | None = None, exact_image: bool = False):
+              keep_embeddings: bool = False, save_dir: str | None = None, exact_inputs: bool = False):
     import ray
     import ray.data
 
@@ -251,7 +251,7 @@ def _pipeline(ds, plan: _Plan, kind: str, base: str, done: np.ndarray, *, actors
     # Small blocks: the pairs of one file spread over many preprocessing tasks.
     ds = ds.repartition(target_num_rows_per_block=batch_size)
     prepare = {"kind": kind, "base": base, "done": done, "shapes": input_shapes(plan.spec), "spec": plan.spec,
-               "exact_image": exact_image}
+               "exact_inputs": exact_inputs}
     engine = {"model": plan.model_dir, "backend": plan.backend, "precision": plan.precision, "threads": threads,
               "reuse_embeddings": reuse_embeddings, "sounding_threshold": sounding_threshold,
               "keep_embeddings": keep_embeddings}
@@ -324,7 +324,7 @@ def run_pairs(pairs_file: str | os.PathLike, output: str | os.PathLike, model=No
               batch_size: int = 8, threads: int | None = None, shard_format: str = "parquet",
               save_dir: str | os.PathLike | None = None, family: str | None = None, sounding_threshold: float | None = None,
               reuse_embeddings: bool = True, shard_rows: int = 1000, shard_seconds: float = 10.0, progress=None,
-              on_error=None, on_result=None, notify=None, exact_image: bool = False) -> dict:
+              on_error=None, on_result=None, notify=None, exact_inputs: bool = False) -> dict:
     """Localize every pair of `pairs_file` on a Ray cluster into result shards under `output`.
 
     Pairs whose results already exist in `output` are skipped (a rerun after an interruption
@@ -342,8 +342,8 @@ def run_pairs(pairs_file: str | os.PathLike, output: str | os.PathLike, model=No
     info = {"model": plan.model_dir, "manifest_sha256": plan.manifest_sha256, "family": plan.spec.name,
             "backend": plan.backend, "precision": plan.precision, "sounding_threshold": sounding_threshold,
             "reuse_embeddings": reuse_embeddings}
-    if exact_image:  # only then: run.json files of earlier versions stay valid for reruns
-        info["exact_image"] = True
+    if exact_inputs:  # only then: run.json files of earlier versions stay valid for reruns
+        info["exact_inputs"] = True
     _check_run_info(out, info)
     shards = out / SHARDS
     done_keys = finished_keys(shards)
@@ -353,7 +353,7 @@ def run_pairs(pairs_file: str | os.PathLike, output: str | os.PathLike, model=No
     ds, kind, base = read_pairs_dataset(pairs_file)
     ds = _pipeline(ds, plan, kind, base, done, actors=actors, actor_cpus=actor_cpus, batch_size=batch_size,
                    threads=threads, reuse_embeddings=reuse_embeddings, sounding_threshold=sounding_threshold,
-                   save_dir=str(save_dir) if save_dir is not None else None, exact_image=exact_image)
+                   save_dir=str(save_dir) if save_dir is not None else None, exact_inputs=exact_inputs)
     writer = ShardWriter(shards, shard_format, rows=shard_rows, seconds=shard_seconds)
     computed, failed, examples = 0, 0, []
     t0 = time.perf_counter()
@@ -407,14 +407,14 @@ class RayLocalizer:
     def __init__(self, model=None, backend: str = "onnxruntime", precision: str | None = "fp32", threads: int | None = None,
                  *, address: str | None = None, actors: int = 1, actor_cpus: float | None = None, family: str | None = None,
                  sounding_threshold: float | None = None, reuse_embeddings: bool = True, progress=None, notify=None,
-                 errors: str = "yield", exact_image: bool = False):
+                 errors: str = "yield", exact_inputs: bool = False):
         require_ray("data")
         self.plan = _plan(model, backend, precision, family, reuse_embeddings, progress=progress, notify=notify)
         self.spec = self.plan.spec
         self.split = self.plan.split
         self.engine = _EngineInfo(self.plan.backend, self.plan.precision, self.plan.device)
         self.options = {"actors": actors, "actor_cpus": actor_cpus, "threads": threads, "reuse_embeddings": reuse_embeddings,
-                        "sounding_threshold": sounding_threshold, "exact_image": exact_image}
+                        "sounding_threshold": sounding_threshold, "exact_inputs": exact_inputs}
         self.errors = errors
         connect(address)
 

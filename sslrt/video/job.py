@@ -283,7 +283,7 @@ def localize_video(localizer, path: str | os.PathLike, output: str | os.PathLike
                         pipe.busy["audio"] += t2 - t1
                         entry.prepared = prepare_pair(entry.rgb, (window_clip(window, spec), rate),
                                                       localizer.image_cache, localizer.audio_cache, spec,
-                                                      exact_image=localizer.exact_image)
+                                                      exact_inputs=localizer.exact_inputs)
                         pipe.busy["preprocess"] += time.perf_counter() - t2
                     elif not write_video:
                         last_time[0] = item.time
