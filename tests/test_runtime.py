@@ -60,7 +60,7 @@ def test_an_input_shared_by_the_pairs_in_flight_is_decoded_once(tiny_export, med
     decoded, spectrograms = [], []
     real_load, real_audio = pipeline.load_image, pipeline._prepare_audio
     monkeypatch.setattr(pipeline, "load_image", lambda *a, **k: decoded.append(1) or real_load(*a, **k))
-    monkeypatch.setattr(pipeline, "_prepare_audio", lambda a, spec=None: spectrograms.append(1) or real_audio(a, spec))
+    monkeypatch.setattr(pipeline, "_prepare_audio", lambda a, spec=None, exact=False: spectrograms.append(1) or real_audio(a, spec, exact))
     img, sounds = media / "scene.jpg", [media / "sound.wav", media / "stereo44k.flac", media / "short.ogg"]
     pairs = [(img, s) for s in sounds] + [(media / "scene.png", sounds[0])]
     for workers in (0, 1, 2):
