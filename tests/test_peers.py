@@ -409,3 +409,16 @@ def test_fma_emulation_rounds_once():
     a, b, c = (rng.standard_normal(2000).astype(np.float32) for _ in range(3))
     got = _fma_f32(a.astype(np.float64), b.astype(np.float64), c)
     assert all(g == exact_fma(x, y, z) for g, x, y, z in zip(got[:300], a, b, c))
+
+
+def test_exact_mel_without_torch_is_one_clear_error(monkeypatch):
+    """Exact inputs of SSL-TIE's mel front end need torch's kernels: without torch, an SslrtError
+    (one line, exit 2 from the CLI) naming what to install, not an ImportError."""
+    import sys
+
+    from sslrt.errors import SslrtError
+    from sslrt.preprocess.spectrogram import mel_spectrogram_db_exact
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    with pytest.raises(SslrtError, match="pip install torch"):
+        mel_spectrogram_db_exact(np.zeros(16000, np.float32), 16000)
