@@ -14,6 +14,12 @@ from sslrt.errors import SslrtError
 NUMPY_SCALARS = ("numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype",
                  "numpy.dtypes.Float64DType")
 
+# The lvs-style ResNet-18 towers (SA:models_lvs/base_models.py, SA:networks/base_models.py) build
+# three stems and an fc per tower; inference uses the vision stem conv1 and the audio stem conv1_a
+# only, so a checkpoint's other stems and fc are ignored (ours, lvs, ssltie; PEER_FACTS §3.2 A).
+LVS_UNUSED_STEMS = ("imgnet.conv1_a.", "imgnet.conv1_flow.", "imgnet.fc.",
+                    "audnet.conv1.", "audnet.conv1_flow.", "audnet.fc.")
+
 
 @dataclass(frozen=True)
 class ImageSpec:

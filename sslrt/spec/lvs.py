@@ -4,7 +4,7 @@ checkpoint differs. (LVS's own repo uses other transforms, §5 "Differences"; ss
 evaluator the paper compares with.)"""
 from dataclasses import replace
 
-from sslrt.spec.base import CheckpointSpec
+from sslrt.spec.base import LVS_UNUSED_STEMS, CheckpointSpec
 from sslrt.spec.ours import SPEC as OURS
 
 SPEC = replace(
@@ -17,8 +17,7 @@ SPEC = replace(
         entries=("model_state_dict",), default_prefix="module.",
         required=("imgnet.conv1.", "audnet.conv1_a.", "imgnet.conv1_flow.", "audnet.conv1_flow."),
         forbidden=("img_proj.", "aud_proj.", "vision_fc1.", "conv3.", "norm3."),
-        ignored=("imgnet.conv1_a.", "imgnet.conv1_flow.", "imgnet.fc.",
-                 "audnet.conv1.", "audnet.conv1_flow.", "audnet.fc."),
+        ignored=LVS_UNUSED_STEMS,
         strict=True,
     ),
     sounding_threshold=0.6077,  # Juanola et al., ICASSP 2025, in the same units as ours

@@ -1,6 +1,6 @@
 """ours: the paper's model ("Sound Source Localization is All About Cross-Modal Alignment",
 Senocak et al., ICCV 2023 / TPAMI 2025). Contract: ../shared/PAPER_FACTS.md, PEER_FACTS.md §4."""
-from sslrt.spec.base import AudioSpec, CheckpointSpec, ImageSpec, ModelSpec
+from sslrt.spec.base import LVS_UNUSED_STEMS, AudioSpec, CheckpointSpec, ImageSpec, ModelSpec
 
 SPEC = ModelSpec(
     name="ours",
@@ -17,9 +17,7 @@ SPEC = ModelSpec(
         # The lvs-style towers (vision stem conv1, audio stem conv1_a). Released files also carry the
         # training-only heads below; sslrt's own compact files (towers only) are ours as well.
         required=("imgnet.conv1.", "audnet.conv1_a."),
-        ignored=("img_proj.", "aud_proj.", "vision_fc1.", "conv3.", "norm3.",
-                 "imgnet.conv1_a.", "imgnet.conv1_flow.", "imgnet.fc.",
-                 "audnet.conv1.", "audnet.conv1_flow.", "audnet.fc."),
+        ignored=("img_proj.", "aud_proj.", "vision_fc1.", "conv3.", "norm3.", *LVS_UNUSED_STEMS),
         # SA:test.py:154-159 loads with strict=False: anything else is ignored too (and listed).
         strict=False,
     ),

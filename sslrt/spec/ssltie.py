@@ -1,7 +1,7 @@
 """ssltie: "Exploiting Transformation Invariance and Equivariance for Self-supervised Sound
 Localisation" (SSL-TIE, Liu et al., ACM MM 2022), as SSLalignment's test.py runs it
 (PEER_FACTS.md §9): ours' network, a torchaudio mel-dB front end, cv2 upsampling everywhere."""
-from sslrt.spec.base import NUMPY_SCALARS, AudioSpec, CheckpointSpec, ImageSpec, ModelSpec
+from sslrt.spec.base import LVS_UNUSED_STEMS, NUMPY_SCALARS, AudioSpec, CheckpointSpec, ImageSpec, ModelSpec
 
 SPEC = ModelSpec(
     name="ssltie",
@@ -24,8 +24,7 @@ SPEC = ModelSpec(
         entries=("state_dict",), default_prefix="",
         required=("imgnet.conv1.", "audnet.conv1_a.", "vision_fc1.", "conv3.", "norm3."),
         forbidden=("img_proj.", "aud_proj."),
-        ignored=("vision_fc1.", "conv3.", "norm3.", "imgnet.conv1_a.", "imgnet.conv1_flow.", "imgnet.fc.",
-                 "audnet.conv1.", "audnet.conv1_flow.", "audnet.fc."),
+        ignored=("vision_fc1.", "conv3.", "norm3.", *LVS_UNUSED_STEMS),
         allowed_globals=NUMPY_SCALARS,
         strict=True,
     ),
