@@ -133,6 +133,9 @@ def _default_model() -> str:
     return demo_model_dir()
 
 
+EXACT_INPUTS_HELP = ("Input tensors bit for bit as the official code computes them (the image resize in its float32 "
+                     "operation order, ~6x its cost; SSL-TIE's mel spectrogram on torch's kernels, which needs torch). "
+                     "Default: within ~1e-6.")
 BACKEND_HELP = ("auto | tensorrt | onnxruntime | onnxruntime-cuda | onnxruntime-trt | openvino | torch | torch-cuda "
                 "(auto: TensorRT > ONNX Runtime CUDA > OpenVINO CPU > ONNX Runtime CPU, by what is installed and exported; "
                 "`sslrt backends` lists them).")
@@ -274,9 +277,7 @@ def run(
     ray_actors: int = typer.Option(1, "--ray-actors", help="With --ray: inference actors, one engine each (one GPU each on a cuda backend)."),
     output: Optional[Path] = typer.Option(None, "--output", help="With --ray: folder for the result shards, run.json and summary.json."),
     shard_format: str = typer.Option("parquet", "--shard-format", help="With --ray: parquet | jsonl."),
-    exact_inputs: bool = typer.Option(False, "--exact-inputs", help="Input tensors bit for bit as the official code computes them "
-                                      "(the image resize in its float32 operation order, ~6x its cost; SSL-TIE's mel "
-                                      "spectrogram on torch's kernels, which needs torch). Default: within ~1e-6."),
+    exact_inputs: bool = typer.Option(False, "--exact-inputs", help=EXACT_INPUTS_HELP),
 ):
     """Localize the sound of AUDIO in IMAGE (or of every pair in --pairs)."""
     if ray or ray_address:
@@ -342,7 +343,6 @@ def run(
                 _err(f"warning: {w}")
             if save is not None or save_dir is not None:
                 from sslrt.preprocess import load_image
-                from sslrt.runtime.overlay import render_overlay
 
                 target = save if save is not None else save_dir / _overlay_name(res.image, res.audio, row, taken)
                 rgb = video_input.rgb if video_input is not None else load_image(res.image)
@@ -352,8 +352,6 @@ def run(
     if results and startup_ms is not None:
         results[0].timings_ms["startup"] = startup_ms
     if overlays:
-        from sslrt.runtime.overlay import save_png
-
         for target, picture in overlays:
             save_png(target, picture)
     if as_json:
@@ -537,9 +535,7 @@ def evaluate(
     ray: bool = typer.Option(False, "--ray", help="Run on a Ray cluster (a local one unless --ray-address); same outputs (pip install 'sslrt[ray]')."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (implies --ray)."),
     ray_actors: int = typer.Option(1, "--ray-actors", help="With --ray: inference actors, one engine each."),
-    exact_inputs: bool = typer.Option(False, "--exact-inputs", help="Input tensors bit for bit as the official code computes them "
-                                      "(the image resize in its float32 operation order, ~6x its cost; SSL-TIE's mel "
-                                      "spectrogram on torch's kernels, which needs torch). Default: within ~1e-6."),
+    exact_inputs: bool = typer.Option(False, "--exact-inputs", help=EXACT_INPUTS_HELP),
 ):
     """Evaluate on VGG-SS, Flickr-SoundNet or IS3 with the official metrics (resumable)."""
     from sslrt.datasets import DATASETS

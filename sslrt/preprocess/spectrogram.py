@@ -95,6 +95,17 @@ def _linspace_f32(start: float, end: float, steps: int) -> np.ndarray:
     return out
 
 
+def _hz_to_mel(freq: float) -> float:
+    """HTK mel of a frequency, in python floats as torchaudio computes the bank's two ends."""
+    return 2595.0 * math.log10(1.0 + (freq / 700.0))
+
+
+def _check_centred_stft(n_samples: int, n_fft: int) -> None:
+    """A centred STFT reflect-pads n_fft // 2 samples on each side, which needs more samples than that."""
+    if n_samples <= n_fft // 2:
+        raise SslrtError(f"audio of {n_samples} samples is too short for a centred {n_fft}-point STFT")
+
+
 @lru_cache(maxsize=8)
 def htk_mel_filterbank(n_freqs: int, sample_rate: int, n_mels: int, f_min: float = 0.0,
                        f_max: float | None = None) -> np.ndarray:
@@ -104,11 +115,7 @@ def htk_mel_filterbank(n_freqs: int, sample_rate: int, n_mels: int, f_min: float
     f32 = np.float32
     f_max = float(sample_rate // 2) if f_max is None else f_max
     all_freqs = _linspace_f32(0, sample_rate // 2, n_freqs)
-
-    def hz_to_mel(freq: float) -> float:  # python floats, as torchaudio does for the two ends
-        return 2595.0 * math.log10(1.0 + (freq / 700.0))
-
-    m_pts = _linspace_f32(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2)
+    m_pts = _linspace_f32(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2)
     # 10 ** x correctly rounded to float32 (torch's vectorised powf differs in the last bit for
     # ~1% of the points)
     f_pts = (f32(700.0) * (np.power(10.0, (m_pts / f32(2595.0)).astype(np.float64)).astype(f32) - f32(1.0))).astype(f32)
@@ -126,9 +133,8 @@ def mel_spectrogram_db(x: np.ndarray, sample_rate: int, n_fft: int = 512, hop: i
     """torchaudio MelSpectrogram(normalized=True) + AmplitudeToDB() of 1-D x: (n_mels, frames)
     float64, frames = 1 + len(x) // hop."""
     x = np.asarray(x, dtype=np.float64)
+    _check_centred_stft(x.shape[-1], n_fft)
     pad = n_fft // 2
-    if x.shape[-1] <= pad:
-        raise SslrtError(f"audio of {x.shape[-1]} samples is too short for a centred {n_fft}-point STFT")
     padded = np.pad(x, (pad, pad), mode="reflect")  # center=True, pad_mode='reflect'
     window = hann_window(n_fft)
     spectrum = np.fft.rfft(window * _frames(padded, n_fft, hop), n=n_fft)
@@ -161,8 +167,7 @@ def mel_spectrogram_db_exact(x: np.ndarray, sample_rate: int, n_fft: int = 512, 
     except ImportError:
         raise SslrtError("exact inputs of a mel front end need torch's kernels: pip install torch") from None
     wave = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]  # torchaudio.load's (channels, N)
-    if wave.shape[-1] <= n_fft // 2:
-        raise SslrtError(f"audio of {wave.shape[-1]} samples is too short for a centred {n_fft}-point STFT")
+    _check_centred_stft(wave.shape[-1], n_fft)
     with torch.no_grad():
         window = torch.hann_window(n_fft)  # periodic
         spectrum = torch.stft(wave, n_fft, hop_length=hop, win_length=n_fft, window=window, center=True,
@@ -179,11 +184,8 @@ def _mel_filterbank_torch(n_freqs: int, sample_rate: int, n_mels: int):
     order torchaudio builds it: `htk_mel_filterbank` with torch's own powf."""
     import torch
 
-    def hz_to_mel(freq: float) -> float:
-        return 2595.0 * math.log10(1.0 + (freq / 700.0))
-
     all_freqs = torch.linspace(0, sample_rate // 2, n_freqs)
-    m_pts = torch.linspace(hz_to_mel(0.0), hz_to_mel(float(sample_rate // 2)), n_mels + 2)
+    m_pts = torch.linspace(_hz_to_mel(0.0), _hz_to_mel(float(sample_rate // 2)), n_mels + 2)
     f_pts = 700.0 * (10.0 ** (m_pts / 2595.0) - 1.0)
     f_diff = f_pts[1:] - f_pts[:-1]
     slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)
