@@ -331,9 +331,7 @@ def export_checkpoint(checkpoint: str, out_dir: str, targets: list[str] | None =
         if missing:
             hint = ""
             if target.format == "tensorrt":
-                from sslrt.engines.tensorrt import INSTALL
-
-                hint = f": {INSTALL}"
+                hint = f": {INSTALL}"  # imported above with load_error
             raise BackendUnavailable(f"export target {target.key} needs {', '.join(missing)} on this machine{hint}")
     if any(t.format == "tensorrt" for t in selected):
         from sslrt.export.tensorrt import DEFAULT_PROFILE

@@ -87,14 +87,6 @@ class SoundLocalizer(nn.Module):
     def audio_features(self, audio: torch.Tensor) -> torch.Tensor:
         return self.audnet(audio)
 
-    @staticmethod
-    def image_head(features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(features, dim=1)
-
-    @staticmethod
-    def audio_head(features: torch.Tensor) -> torch.Tensor:
-        return F.normalize(F.adaptive_max_pool2d(features, 1).flatten(1), dim=1)
-
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         return self.image_head(self.image_features(image))
 
