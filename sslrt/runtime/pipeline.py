@@ -379,6 +379,11 @@ class Localizer:
                 cache.put(key, (emb, extra(p)))
         return found
 
+    def prepare(self, image, audio, in_flight: InFlight | None = None) -> PreparedPair:
+        """One pair decoded and transformed for this model: its family's transforms, its embedding
+        caches, its exactness (every caller of the engine prepares pairs through here)."""
+        return prepare_pair(image, audio, self.image_cache, self.audio_cache, self.spec, in_flight, self.exact_inputs)
+
     def run_prepared(self, batch: list[PreparedPair], keep_embeddings: bool = False) -> list[Localization]:
         t0 = time.perf_counter()
         heatmaps, v, a = self._heatmaps(batch)
@@ -423,8 +428,7 @@ class Localizer:
             workers = max(1, min(4, os.cpu_count() or 2))
         lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
         in_flight = InFlight(capacity=max(8, batch_size * (lookahead + 1)))  # about the pairs in flight
-        prepare = lambda pair: prepare_pair(pair[0], pair[1], self.image_cache, self.audio_cache, self.spec, in_flight,  # noqa: E731
-                                            self.exact_inputs)
+        prepare = lambda pair: self.prepare(pair[0], pair[1], in_flight)  # noqa: E731
         if workers <= 0:
             for batch in _batches(pairs, batch_size):
                 yield from self.run_prepared([prepare(pair) for pair in batch], keep_embeddings)

@@ -214,9 +214,7 @@ class LocalizerService:
     # -- work ----------------------------------------------------------------------------------
 
     def _prepare(self, image: str, audio: str):
-        from sslrt.runtime.pipeline import prepare_pair
-
-        return prepare_pair(image, audio, self.localizer.image_cache, self.localizer.audio_cache, self.localizer.spec)
+        return self.localizer.prepare(image, audio)
 
     @staticmethod
     def _overlay_png(image: str, result) -> str:

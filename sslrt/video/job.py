@@ -1,7 +1,7 @@
 """`sslrt video`: where the sound comes from, frame by frame, in a bounded streaming pipeline.
 
     reader thread      decode frames (PyAV) -> sample at --fps -> for a sampled frame: RGB, the
-                       audio window centred on its time (AudioTrack), prepare_pair (the runtime's
+                       audio window centred on its time (AudioTrack), Localizer.prepare (the runtime's
                        preprocessing)
     inference thread   batches of prepared pairs -> Localizer.run_prepared (encoder graphs and
                        embedding caches) -> track records; every frame gets the heatmap of its
@@ -218,7 +218,6 @@ def localize_video(localizer, path: str | os.PathLike, output: str | os.PathLike
     """Run the pipeline on one media file. `progress(frames_done, media_seconds_done, total_seconds)`
     is called from the caller's thread about five times a second."""
     from sslrt.runtime.overlay import render_overlay_bgr
-    from sslrt.runtime.pipeline import prepare_pair
     from sslrt.video.writer import VideoWriter, choose_codec
 
     opts = options or VideoOptions()
@@ -281,9 +280,7 @@ def localize_video(localizer, path: str | os.PathLike, output: str | os.PathLike
                         window = audio.window(item.time)
                         t2 = time.perf_counter()
                         pipe.busy["audio"] += t2 - t1
-                        entry.prepared = prepare_pair(entry.rgb, (window_clip(window, spec), rate),
-                                                      localizer.image_cache, localizer.audio_cache, spec,
-                                                      exact_inputs=localizer.exact_inputs)
+                        entry.prepared = localizer.prepare(entry.rgb, (window_clip(window, spec), rate))
                         pipe.busy["preprocess"] += time.perf_counter() - t2
                     elif not write_video:
                         last_time[0] = item.time
