@@ -303,3 +303,36 @@ def test_ray_preprocessing_uses_the_familys_transforms(family, media):
     exact = _prepare_batch(batch, "table", "", np.array([], dtype=str), input_shapes(spec), spec, True)
     assert np.array_equal(exact["image_tensor"][0], prepare_pair(image, audio, spec=spec, exact_inputs=True).image_tensor)
     assert not np.array_equal(exact["image_tensor"][0], out["image_tensor"][0])
+
+
+def test_both_actor_kinds_give_the_same_rows(tiny_export, media, tmp_path):
+    """The GPU pipeline's halves (_prepare_batch columns -> _LocalizeActor) and the CPU pipeline's
+    one actor (_PrepareAndLocalizeActor) give the same result rows, a bad pair included; run as
+    plain objects, without a cluster."""
+    import pickle
+
+    from sslrt.graphs import input_shapes
+    from sslrt.scale.batch import _LocalizeActor, _PrepareAndLocalizeActor, _prepare_batch
+    from sslrt.spec import get_spec
+
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    images = [str(media / "scene.jpg"), str(tmp_path / "bad.jpg"), str(media / "scene.png")]
+    audios = [str(media / "sound.wav"), str(media / "sound.wav"), str(media / "short.ogg")]
+    batch = {"image": np.array(images, dtype=object), "audio": np.array(audios, dtype=object),
+             "key": np.array(["0", "1", "2"], dtype=object)}
+    spec = get_spec("ours")
+    prepare = {"kind": "table", "base": "", "done": np.array([], dtype=str), "spec": spec, "exact_inputs": False}
+    engine = {"model": tiny_export.directory, "backend": "onnxruntime", "precision": "fp32", "threads": 1,
+              "reuse_embeddings": True, "sounding_threshold": None, "keep_embeddings": False}
+    split = _LocalizeActor(**engine)(_prepare_batch(batch, shapes=input_shapes(spec), **prepare))
+    joined = _PrepareAndLocalizeActor(prepare, **engine)(batch)
+    # the same rows fail, with the same message (up to the address of PIL's buffer object in it)
+    assert [str(e).split(" (")[0] for e in split["error"]] == [str(e).split(" (")[0] for e in joined["error"]]
+    assert [bool(e) for e in split["error"]] == [False, True, False]
+    for a, b in zip(split["result"], joined["result"]):
+        assert bool(a) == bool(b)
+        if a:
+            ra, rb = pickle.loads(a), pickle.loads(b)
+            assert np.array_equal(ra.heatmap, rb.heatmap)
+            assert {k: v for k, v in ra.to_dict().items() if k != "timings_ms"} == \
+                   {k: v for k, v in rb.to_dict().items() if k != "timings_ms"}

@@ -87,11 +87,10 @@ def _normalize(batch: dict, kind: str, base: str) -> tuple[list[str], list[str],
     return keys, images, audios, errors
 
 
-def _prepare_batch(batch: dict, kind: str, base: str, done: np.ndarray, shapes: dict, spec, exact_inputs: bool) -> dict:
-    """CPU task: decode and preprocess the pairs not finished yet (sslrt's prepare_pair, so the
-    tensors equal the local path's: the family's transforms, `spec`). A pair that fails keeps its
-    row, with the error."""
-    from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE
+def _prepare_rows(batch: dict, kind: str, base: str, done: np.ndarray, spec, exact_inputs: bool):
+    """Decode and preprocess the pairs of a batch not finished yet (sslrt's prepare_pair, so the
+    tensors equal the local path's: the family's transforms, `spec`): (keys, images, audios,
+    errors, {row: PreparedPair}). A pair that fails keeps its row, with the error."""
     from sslrt.runtime.pipeline import prepare_pair
 
     keys, images, audios, errors = _normalize(batch, kind, base)
@@ -99,20 +98,29 @@ def _prepare_batch(batch: dict, kind: str, base: str, done: np.ndarray, shapes: 
         fresh = ~np.isin(np.array(keys), done)
         keep = [i for i in range(len(keys)) if fresh[i]]
         keys, images, audios, errors = ([x[i] for i in keep] for x in (keys, images, audios, errors))
+    prepared = {}
+    for i in range(len(keys)):
+        if errors[i]:
+            continue
+        try:
+            prepared[i] = prepare_pair(images[i], audios[i], spec=spec, exact_inputs=exact_inputs)
+        except Exception as exc:  # noqa: BLE001  a bad row is reported, never the end of the job
+            errors[i] = first_line(exc)
+    return keys, images, audios, errors, prepared
+
+
+def _prepare_batch(batch: dict, kind: str, base: str, done: np.ndarray, shapes: dict, spec, exact_inputs: bool) -> dict:
+    """CPU task (feeding GPU actors): `_prepare_rows` as columns, the tensors stacked."""
+    from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE
+
+    keys, images, audios, errors, prepared = _prepare_rows(batch, kind, base, done, spec, exact_inputs)
     n = len(keys)
     image_tensor = np.zeros((n, *shapes[INPUT_IMAGE]), np.float32)
     spectrogram = np.zeros((n, *shapes[INPUT_AUDIO]), np.float32)
     heights, widths = np.zeros(n, np.int64), np.zeros(n, np.int64)
     image_keys, audio_keys, warnings, audio_warnings = [""] * n, [""] * n, ["[]"] * n, ["[]"] * n
     preprocess_ms = np.zeros(n, np.float64)
-    for i in range(n):
-        if errors[i]:
-            continue
-        try:
-            p = prepare_pair(images[i], audios[i], spec=spec, exact_inputs=exact_inputs)
-        except Exception as exc:  # noqa: BLE001  a bad row is reported, never the end of the job
-            errors[i] = first_line(exc)
-            continue
+    for i, p in prepared.items():
         image_tensor[i], spectrogram[i] = p.image_tensor, p.spectrogram
         heights[i], widths[i] = p.image_size
         image_keys[i], audio_keys[i] = repr(p.image_key), repr(p.audio_key)
@@ -137,43 +145,48 @@ class _LocalizeActor:
         self.keep_embeddings = keep_embeddings
 
     def __call__(self, batch: dict) -> dict:
+        """A batch of `_prepare_batch` columns -> result rows."""
         from sslrt.runtime.pipeline import PreparedPair
 
-        n = len(batch["key"])
         errors = [str(e) for e in batch["error"]]
-        results = [b""] * n
-        good = [i for i in range(n) if not errors[i]]
-        if good:
-            prepared = [PreparedPair(
-                image_key=("image", str(batch["image_key"][i])), audio_key=("audio", str(batch["audio_key"][i])),
-                image_tensor=np.asarray(batch["image_tensor"][i]), spectrogram=np.asarray(batch["spectrogram"][i]),
-                image_size=(int(batch["image_height"][i]), int(batch["image_width"][i])),
-                image=str(batch["image"][i]), audio=str(batch["audio"][i]),
-                warnings=json.loads(batch["warnings"][i]), audio_warnings=json.loads(batch["audio_warnings"][i]),
-                preprocess_ms=float(batch["preprocess_ms"][i])) for i in good]
+        prepared = {i: PreparedPair(
+            image_key=("image", str(batch["image_key"][i])), audio_key=("audio", str(batch["audio_key"][i])),
+            image_tensor=np.asarray(batch["image_tensor"][i]), spectrogram=np.asarray(batch["spectrogram"][i]),
+            image_size=(int(batch["image_height"][i]), int(batch["image_width"][i])),
+            image=str(batch["image"][i]), audio=str(batch["audio"][i]),
+            warnings=json.loads(batch["warnings"][i]), audio_warnings=json.loads(batch["audio_warnings"][i]),
+            preprocess_ms=float(batch["preprocess_ms"][i])) for i in range(len(errors)) if not errors[i]}
+        return self._localize(batch["key"], batch["image"], batch["audio"], errors, prepared)
+
+    def _localize(self, keys, images, audios, errors: list[str], prepared: dict) -> dict:
+        """The prepared rows through the engine; the result rows (a pickled Localization, or the error)."""
+        results = [b""] * len(errors)
+        if prepared:
             try:
-                located = self.localizer.run_prepared(prepared, keep_embeddings=self.keep_embeddings)
+                located = self.localizer.run_prepared(list(prepared.values()), keep_embeddings=self.keep_embeddings)
             except Exception as exc:  # noqa: BLE001  the batch's pairs are reported, the job goes on
-                for i in good:
+                for i in prepared:
                     errors[i] = first_line(exc)
             else:
-                for i, r in zip(good, located):
+                for i, r in zip(prepared, located):
                     results[i] = pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL)
-        return {"key": batch["key"], "image": batch["image"], "audio": batch["audio"],
-                "error": np.array(errors, dtype=object), "result": np.array(results, dtype=object)}
+        text = lambda xs: np.array(xs, dtype=object)  # noqa: E731
+        return {"key": text(keys), "image": text(images), "audio": text(audios), "error": text(errors),
+                "result": text(results)}
 
 
 class _PrepareAndLocalizeActor(_LocalizeActor):
-    """CPU backends: an actor that prepares its batches itself, then runs them. Even when Ray Data
-    fuses a preprocessing task into the actor's process, the tensors between the two functions
-    become an Arrow block and back (measured: ~5 ms of CPU per pair of 1024 px JPEG + 10 s WAV)."""
+    """CPU backends: an actor that prepares its batches itself, then runs them, the prepared pairs
+    handed over as they are. Even when Ray Data fuses a preprocessing task into the actor's
+    process, tensors between two operators become an Arrow block and back (measured: ~5 ms of CPU
+    per pair of 1024 px JPEG + 10 s WAV)."""
 
     def __init__(self, prepare: dict, **options):
         super().__init__(**options)
         self.prepare = prepare
 
     def __call__(self, batch: dict) -> dict:
-        return super().__call__(_prepare_batch(batch, **self.prepare))
+        return self._localize(*_prepare_rows(batch, **self.prepare))
 
 
 def overlay_name(image: str, audio: str) -> str:
@@ -250,15 +263,15 @@ def _pipeline(ds, plan: _Plan, kind: str, base: str, done: np.ndarray, *, actors
         threads = max(1, int(actor_cpus))  # the engine uses the cores its actor reserved
     # Small blocks: the pairs of one file spread over many preprocessing tasks.
     ds = ds.repartition(target_num_rows_per_block=batch_size)
-    prepare = {"kind": kind, "base": base, "done": done, "shapes": input_shapes(plan.spec), "spec": plan.spec,
-               "exact_inputs": exact_inputs}
+    prepare = {"kind": kind, "base": base, "done": done, "spec": plan.spec, "exact_inputs": exact_inputs}
     engine = {"model": plan.model_dir, "backend": plan.backend, "precision": plan.precision, "threads": threads,
               "reuse_embeddings": reuse_embeddings, "sounding_threshold": sounding_threshold,
               "keep_embeddings": keep_embeddings}
     pool = ray.data.ActorPoolStrategy(size=actors)
     if gpu:
         # CPU tasks decode and feed the GPU actors (one GPU each)
-        ds = ds.map_batches(_prepare_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1.0, fn_kwargs=prepare)
+        ds = ds.map_batches(_prepare_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1.0,
+                            fn_kwargs={**prepare, "shapes": input_shapes(plan.spec)})
         ds = ds.map_batches(_LocalizeActor, batch_size=batch_size, batch_format="numpy", compute=pool,
                             num_cpus=actor_cpus, num_gpus=1, fn_constructor_kwargs=engine)
     else:
