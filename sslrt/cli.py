@@ -134,7 +134,7 @@ def _default_model() -> str:
 
 
 EXACT_INPUTS_HELP = ("Input tensors bit for bit as the official code computes them (the image resize in its float32 "
-                     "operation order, ~6x its cost; SSL-TIE's mel spectrogram on torch's kernels, which needs torch). "
+                     "operation order, ~7x its cost; SSL-TIE's mel spectrogram on torch's kernels, which needs torch). "
                      "Default: within ~1e-6.")
 BACKEND_HELP = ("auto | tensorrt | onnxruntime | onnxruntime-cuda | onnxruntime-trt | openvino | torch | torch-cuda "
                 "(auto: TensorRT > ONNX Runtime CUDA > OpenVINO CPU > ONNX Runtime CPU, by what is installed and exported; "

@@ -19,6 +19,24 @@ def test_image_tensor_matches_official_bicubic(shape):
     assert np.abs(ours - official_image_tensor(rgb)).max() <= 1e-4
 
 
+def test_default_resize_stays_within_float32_rounding_of_the_exact_one():
+    """The default resize (row gathers and small matrix products, a transpose between the passes)
+    against the exact one, which replays torch's kernel: the same sums in another order, so within
+    a few float32 ulps, for down- and upscaling, images narrower than the 4 taps and 1x1 outputs."""
+    from sslrt.preprocess.image import _resize_bicubic, _resize_bicubic_exact
+
+    rng = np.random.default_rng(5)
+    sizes = [((1, 1), (224, 224)), ((3000, 17), (224, 224)), ((2, 5), (7, 300)), ((225, 223), (1, 1))]
+    sizes += [((int(rng.integers(1, 700)), int(rng.integers(1, 700))), (int(rng.integers(1, 300)), int(rng.integers(1, 300))))
+              for _ in range(8)]
+    for (h, w), (oh, ow) in sizes:
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        ours = _resize_bicubic(rgb, oh, ow) / np.float32(255)
+        exact = _resize_bicubic_exact(rgb, oh, ow)
+        assert ours.shape == exact.shape == (3, oh, ow)
+        assert np.abs(ours - exact).max() <= 5e-7, ((h, w), (oh, ow))
+
+
 @needs_shared
 @pytest.mark.parametrize("name", ["accordion_baby_10467.jpg", "car_img.jpeg"])
 def test_real_image_matches_official_and_golden_checksum(name, golden):
