@@ -31,7 +31,7 @@ from serve_load import multipart_body, run_level  # noqa: E402
 
 def process_cpu_seconds() -> dict[str, float]:
     """CPU seconds (user + system) so far of this benchmark's processes, summed by role (Linux /proc):
-    the Serve replicas, its HTTP proxy, Ray's daemons and actors, this process (the load generator).
+    the Serve replicas, its HTTP proxy (and HAProxy in front of it), Ray's daemons and actors, this process (the load generator).
     Processes of other programs are not counted."""
     roles: dict[str, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
@@ -49,6 +49,8 @@ def process_cpu_seconds() -> dict[str, float]:
             role = "replicas"
         elif "ProxyActor" in cmd:
             role = "HTTP proxy"
+        elif "haproxy" in cmd.split(" ", 1)[0]:
+            role = "HAProxy"
         elif int(pid) == os.getpid():
             role = "load generator (this process)"
         elif "ray" in cmd:
@@ -121,7 +123,8 @@ def markdown(r: dict) -> str:
         f"{m['load_after']} after (1/5/15 min). Ray {m['ray']}, ONNX Runtime {m['onnxruntime']}, Python {m['python']}. "
         "Local Ray: `ray.init(num_cpus=2)` with `RAY_worker_niceness=0`: Ray starts its workers at nice 15 by default "
         "(to keep the driver responsive), which on a machine shared with other jobs' nice-0 processes would measure the "
-        "neighbours rather than sslrt; the local path runs at nice 0.",
+        "neighbours rather than sslrt; the local path runs at nice 0. The service runs each ingress (`sslrt serve "
+        "--ingress`) in a local cluster of its own, started with that ingress's Serve flags.",
         f"Model: the shipped demo model (`sslrt/assets/demo`, ONNX Runtime fp32, encoders + cosine map). Pairs: generated "
         f"{r['image_size']}x{r['image_size']} JPEGs (q90) + 10 s 16 kHz PCM16 wavs, all distinct "
         "(`sslrt.measure.bench.make_pair_files`, seeds 0..N-1).", "",
@@ -178,11 +181,12 @@ def markdown(r: dict) -> str:
     if cpu_rows and "in_process_cpu_ms_per_pair" in s:
         lines += [f"- Where the CPU goes at concurrency 8 (ms of CPU per request, by process, from /proc; in-process "
                   f"`localize_many`: {s['in_process_cpu_ms_per_pair']:.1f} ms per pair):", *cpu_rows]
-    lines += ["- What the service pays per request beyond in-process work: the HTTP proxy and the replica each handle "
-              "the ~0.6 MB body (the proxy forwards it to the replica as ASGI messages over Ray calls), the per-request "
-              "temporary files, a thread hop for decoding and one for the engine, and small engine batches. On two "
-              "cores the in-process path spends every cycle on decoding and the engine; the service must fit the proxy, "
-              "Ray's messaging and the load generator into the same two cores.",
+    lines += ["- What the service pays per request beyond in-process work. With the proxy ingress, Serve's HTTP proxy "
+              "actor (Python) parses each ~0.6 MB request and forwards it to the replica as ASGI messages over Ray calls. "
+              "With the HAProxy ingress, HAProxy (C) forwards the bytes to the replica's own HTTP server. In both cases: the "
+              "per-request temporary files, a thread hop for decoding and one for the engine, and small engine batches. "
+              "On two cores the in-process path spends every cycle on decoding and the engine; the service must fit its "
+              "ingress, Ray's messaging and the load generator into the same two cores.",
               "", "Reproduce: `PYTHONPATH=. python benchmarks/ray_report.py` (writes this file and `benchmarks/ray.json`).", ""]
     return "\n".join(lines)
 
@@ -196,6 +200,7 @@ def main(argv=None) -> None:
     ap.add_argument("--actors", default="1,2", help="comma-separated actor counts for --ray (the first pair count only: 2)")
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--time-limit", type=float, default=60.0)
+    ap.add_argument("--ingress", default="proxy,haproxy", help="comma-separated Serve ingresses to measure (sslrt serve --ingress)")
     ap.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
     args = ap.parse_args(argv)
 
@@ -236,42 +241,58 @@ def main(argv=None) -> None:
                         "ray": {f"{a} actor{'s' if a > 1 else ''} ({max(0.25, min(1.0, 1 / a)):g} CPU each)": median_of(ray_runs[a])
                                 for a in actor_counts},
                         "runs": {"local": local_runs, **{f"ray_{a}": ray_runs[a] for a in actor_counts}}}
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        ray.shutdown()
 
-        # service
-        from sslrt.scale import serve as sslrt_serve
+    # service: each ingress in a local cluster of its own (Serve reads its ingress flags when its
+    # processes start), 2 CPUs like the batch comparison
+    from sslrt.scale import serve as sslrt_serve
 
+    try:
         served = pairs[:args.service_pairs]
         bodies = [multipart_body(i, a) for i, a in served]
         in_process_runs = [local_pass(served)]
         configs = []
-        for replicas, wait_ms in ((1, 5.0), (2, 20.0)):
-            port = free_port()
-            sslrt_serve.start(None, port=port, replicas=replicas, max_batch=8, batch_wait_ms=wait_ms)
-            run_level("127.0.0.1", port, bodies, 4, 16, 60)  # warm-up
-            levels = []
-            for c in (1, 8, 32):
-                before = _batch_sizes(port, replicas)
-                cpu_before = process_cpu_seconds()
-                level = run_level("127.0.0.1", port, bodies, c, args.requests, args.time_limit, start_index=c)
-                cpu_after = process_cpu_seconds()
-                after = _batch_sizes(port, replicas)
-                # a process that ended during the level takes its seconds with it: no negative shares
-                level["cpu_ms_per_request"] = {k: max(0.0, cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0)) / max(1, level["requests"]) * 1e3
-                                               for k in cpu_after}
-                level["batch_sizes"] = {k: v - before.get(k, 0) for k, v in sorted(after.items(), key=lambda kv: int(kv[0]))
-                                        if v - before.get(k, 0)}
-                levels.append(level)
-                print("serve", replicas, wait_ms, level, flush=True)
-            sslrt_serve.stop()
-            name = f"{replicas} replica{'s' if replicas > 1 else ''}, max batch 8, wait {wait_ms:g} ms"
-            configs.append({"name": name, "replicas": replicas, "max_batch": 8, "batch_wait_ms": wait_ms, "levels": levels})
-            in_process_runs.append(local_pass(served))
+        for ingress in args.ingress.split(","):
+            flags = sslrt_serve.INGRESSES[ingress]
+            os.environ.update(flags)
+            ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+            try:
+                for replicas, wait_ms in ((1, 5.0), (2, 20.0)):
+                    port = free_port()
+                    sslrt_serve.start(None, port=port, replicas=replicas, max_batch=8, batch_wait_ms=wait_ms, ingress=ingress)
+                    run_level("127.0.0.1", port, bodies, 4, 16, 60)  # warm-up
+                    levels = []
+                    for c in (1, 8, 32):
+                        before = _batch_sizes(port, replicas)
+                        cpu_before = process_cpu_seconds()
+                        level = run_level("127.0.0.1", port, bodies, c, args.requests, args.time_limit, start_index=c)
+                        cpu_after = process_cpu_seconds()
+                        after = _batch_sizes(port, replicas)
+                        # a process that ended during the level takes its seconds with it: no negative shares
+                        level["cpu_ms_per_request"] = {k: max(0.0, cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0)) / max(1, level["requests"]) * 1e3
+                                                       for k in cpu_after}
+                        level["batch_sizes"] = {k: v - before.get(k, 0) for k, v in sorted(after.items(), key=lambda kv: int(kv[0]))
+                                                if v - before.get(k, 0)}
+                        levels.append(level)
+                        print("serve", ingress, replicas, wait_ms, level, flush=True)
+                    sslrt_serve.stop()
+                    name = f"{ingress} ingress, {replicas} replica{'s' if replicas > 1 else ''}, max batch 8, wait {wait_ms:g} ms"
+                    configs.append({"name": name, "ingress": ingress, "replicas": replicas, "max_batch": 8,
+                                    "batch_wait_ms": wait_ms, "levels": levels})
+                    in_process_runs.append(local_pass(served))
+            finally:
+                ray.shutdown()
+                for k in flags:
+                    os.environ.pop(k, None)
         in_process_cpu = in_process_cpu_ms(served)
         service = {"requests": args.requests, "time_limit": args.time_limit, "in_process_cpu_ms_per_pair": in_process_cpu,
                    "mean_body_kb": statistics.mean(len(b) for b, _ in bodies) / 1024, "configs": configs,
                    "in_process": median_of(in_process_runs), "in_process_runs": in_process_runs}
     finally:
-        ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     result = {"image_size": args.image_size, "repeats": args.repeats, "service_pairs": args.service_pairs,
               "batch": batch, "service": service,

@@ -28,14 +28,24 @@ VOLATILE = ("timings_ms",)  # wall-clock; everything else must be equal
 
 @pytest.fixture(scope="session")
 def ray_cluster():
+    """A local Ray of 2 CPUs whose Serve runs the HAProxy ingress (its flags are read by Serve's
+    processes when they start, so they are set before the cluster starts); the proxy ingress, the
+    default, runs in its own cluster in test_cli_serve_with_the_proxy_ingress."""
     import logging
+    import os
 
+    from sslrt.scale.serve import INGRESSES
+
+    added = {k: v for k, v in INGRESSES["haproxy"].items() if k not in os.environ}
+    os.environ.update(added)
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield
     from ray import serve
 
     serve.shutdown()
     ray.shutdown()
+    for k in added:
+        os.environ.pop(k, None)
 
 
 @pytest.fixture(scope="session")
@@ -165,7 +175,8 @@ def service(ray_cluster, tiny_export):
 
     port = _free_port()
     # a long batch wait: concurrent requests reliably share engine calls
-    sslrt_serve.start(tiny_export.directory, port=port, max_batch=8, batch_wait_ms=100, max_request_mb=MAX_MB)
+    sslrt_serve.start(tiny_export.directory, port=port, max_batch=8, batch_wait_ms=100, max_request_mb=MAX_MB,
+                      ingress="haproxy")
     yield ("127.0.0.1", port)
     sslrt_serve.stop()
 
@@ -209,6 +220,7 @@ def test_service_equals_sslrt_run(service, tiny_export, media, capsys):
     status, models = _request(service, "GET", "/models")
     assert status == 200 and models["family"] == "ours" and models["backend"] == "onnxruntime"
     assert models["precision"] == "fp32" and len(models["manifest_sha256"]) == 64
+    assert models["ingress"] == "haproxy"  # the replica runs behind HAProxy, not the proxy actor
 
 
 def test_service_overlay(service, media):
@@ -278,6 +290,50 @@ def test_service_batches_concurrent_requests(service, media):
     grown = {int(k): v - before["batch_sizes"].get(k, 0) for k, v in after["batch_sizes"].items()}
     assert sum(size * n for size, n in grown.items()) == 32
     assert max(size for size, n in grown.items() if n) > 1, after["batch_sizes"]
+
+
+def test_cli_serve_with_the_proxy_ingress(tiny_export, media):
+    """`sslrt serve` as a user runs it (its own local Ray, the default proxy ingress): a pair is
+    localized, a bad request gets its 4xx, /models names the ingress, and Ctrl-C stops the
+    service with exit code 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sslrt.scale.serve import INGRESSES
+
+    env = {k: v for k, v in os.environ.items() if k not in INGRESSES["haproxy"] and k != "RAY_ADDRESS"}
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "sslrt.cli", "serve", "-m", tiny_export.directory, "--port", str(port),
+                             "--ingress", "proxy"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    service = ("127.0.0.1", port)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if _request(service, "GET", "/healthz")[0] == 200:
+                    break
+            except (OSError, http.client.HTTPException, json.JSONDecodeError):
+                pass
+            assert time.monotonic() < deadline, "sslrt serve did not answer within 180 s"
+            time.sleep(0.5)
+        status, got = _localize(service, {"image": ("scene.jpg", (media / "scene.jpg").read_bytes()),
+                                          "audio": ("sound.wav", (media / "sound.wav").read_bytes())})
+        assert status == 200 and got["peak"] and got["image"] == "scene.jpg", got
+        assert _localize(service, {"image": ("scene.jpg", (media / "scene.jpg").read_bytes())})[0] == 400
+        status, models = _request(service, "GET", "/models")
+        assert status == 200 and models["ingress"] == "proxy"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 130, proc.stderr.read()[-3000:]
 
 
 @pytest.mark.parametrize("family", ["ezvsl", "ssltie"])

