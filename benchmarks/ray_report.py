@@ -184,7 +184,7 @@ def markdown(r: dict) -> str:
     lines += ["- What the service pays per request beyond in-process work. With the proxy ingress, Serve's HTTP proxy "
               "actor (Python) parses each ~0.6 MB request and forwards it to the replica as ASGI messages over Ray calls. "
               "With the HAProxy ingress, HAProxy (C) forwards the bytes to the replica's own HTTP server. In both cases: the "
-              "per-request temporary files, a thread hop for decoding and one for the engine, and small engine batches. "
+              "audio's temporary file, a thread hop for decoding and one for the engine, and small engine batches. "
               "On two cores the in-process path spends every cycle on decoding and the engine; the service must fit its "
               "ingress, Ray's messaging and the load generator into the same two cores.",
               "", "Reproduce: `PYTHONPATH=. python benchmarks/ray_report.py` (writes this file and `benchmarks/ray.json`).", ""]

@@ -119,3 +119,23 @@ def test_a_cache_hit_survives_eviction_before_its_batch_runs(tiny_export, media)
     loc.localize(media / "scene.png", media / "short.ogg")  # evicts both (capacity 1)
     again = loc.run_prepared([prepared])[0]
     assert np.array_equal(again.heatmap, first.heatmap)
+
+
+def test_an_image_in_memory_is_the_file_on_disk(tiny_export, media):
+    """ImageBytes (an upload held in memory, as `sslrt serve` passes it): the same heatmap as the
+    file, the same cache entry (keyed by content), its own name in results and errors."""
+    import pytest
+
+    from sslrt.errors import SslrtError
+    from sslrt.preprocess import ImageBytes
+
+    loc = _split_localizer(tiny_export.directory)
+    on_disk = loc.localize(media / "scene.png", media / "sound.wav")
+    in_memory = loc.localize(ImageBytes("upload.png", (media / "scene.png").read_bytes()), media / "short.ogg")
+    assert loc.engines["vision"].calls == [1]  # the second pair found the picture's embedding
+    assert in_memory.image == "upload.png" and in_memory.image_size == on_disk.image_size
+    fresh = _split_localizer(tiny_export.directory)
+    again = fresh.localize(ImageBytes("upload.png", (media / "scene.png").read_bytes()), media / "sound.wav")
+    assert np.array_equal(again.heatmap, on_disk.heatmap)
+    with pytest.raises(SslrtError, match="upload.jpg"):
+        fresh.localize(ImageBytes("upload.jpg", b"\xff\xd8 not a jpeg"), media / "sound.wav")

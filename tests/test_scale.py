@@ -392,3 +392,17 @@ def test_both_actor_kinds_give_the_same_rows(tiny_export, media, tmp_path):
             assert np.array_equal(ra.heatmap, rb.heatmap)
             assert {k: v for k, v in ra.to_dict().items() if k != "timings_ms"} == \
                    {k: v for k, v in rb.to_dict().items() if k != "timings_ms"}
+
+
+def test_keep_freed_memory_applies_on_glibc():
+    """The allocator setting of sslrt's own Ray processes (replicas, actors) takes effect where
+    glibc runs them; in a subprocess, so that this test process keeps its allocator."""
+    import platform
+    import subprocess
+    import sys
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip(f"glibc's mallopt only; this is {platform.libc_ver()[0] or 'another libc'}")
+    code = "from sslrt.scale import keep_freed_memory; print(keep_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr

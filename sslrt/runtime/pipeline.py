@@ -18,12 +18,12 @@ from sslrt.errors import AudioInputWarning, SslrtError
 from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_AUDIO_EMBEDDING, OUTPUT_HEATMAP, OUTPUT_IMAGE_EMBEDDING, cosine_map
 from sslrt.preprocess import image_to_tensor, load_image, spectrogram_from_waveform
 from sslrt.preprocess.audio import read_audio
-from sslrt.preprocess.image import read_image_bytes
+from sslrt.preprocess.image import ImageBytes, read_image_bytes
 from sslrt.resolve import ResolvedModel, resolve_model
 from sslrt.runtime.localization import localize_heatmaps
 from sslrt.spec import ModelSpec
 
-ImageInput = "str | os.PathLike | np.ndarray"
+ImageInput = "str | os.PathLike | np.ndarray | ImageBytes"
 AudioInput = "str | os.PathLike | np.ndarray | tuple[np.ndarray, int]"
 
 
@@ -110,6 +110,8 @@ class PreparedPair:
 
 
 def _name(x) -> str | None:
+    if isinstance(x, ImageBytes):
+        return x.name
     return os.fspath(x) if isinstance(x, (str, os.PathLike)) else None
 
 
@@ -234,13 +236,16 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
         # sounding object), and its embedding is then computed once.
         encoded = read_image_bytes(image)
         image_key = ("image file", _digest(encoded.data))
+    elif isinstance(image, ImageBytes):  # an upload: the same key as the same file on disk
+        encoded = np.frombuffer(image.data, dtype=np.uint8)
+        image_key = ("image file", _digest(encoded.data))
     else:
         image_key = input_key(image)
     audio_key = input_key(audio)
     once = in_flight.get if in_flight is not None else (lambda key, compute: compute())
 
     def prepare_image():
-        rgb = load_image(image, encoded) if encoded is not None else image
+        rgb = load_image(_name(image), encoded) if encoded is not None else image
         return image_to_tensor(rgb, spec.image if spec is not None else None, exact=exact_inputs), tuple(np.shape(rgb)[:2])
 
     cached_image = image_cache.get(image_key) if image_cache else None
@@ -342,7 +347,8 @@ class Localizer:
         return f"{self.engine.describe()} ({graphs})"
 
     def localize(self, image: ImageInput, audio: AudioInput) -> Localization:
-        """One pair; `image` is a path or an RGB uint8 array, `audio` a path, a 16 kHz waveform or (waveform, rate)."""
+        """One pair; `image` is a path, an RGB uint8 array or an ImageBytes (an encoded file in memory),
+        `audio` a path, a 16 kHz waveform or (waveform, rate)."""
         return next(self.localize_many([(image, audio)], batch_size=1, workers=0))
 
     def _heatmaps(self, batch: list[PreparedPair]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:

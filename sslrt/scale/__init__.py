@@ -53,3 +53,27 @@ def connect(address: str | None = None, num_cpus: int | None = None, environment
             os.environ.setdefault(name, value)
     ray.init(address=address, **kwargs)
     return True
+
+
+def keep_freed_memory() -> bool:
+    """In a process sslrt owns (a Serve replica, a Ray actor): let glibc's malloc keep freed memory
+    for reuse instead of handing it back to the kernel. Each pair allocates ~10 MB of temporaries
+    (the decoded image, the spectrogram's frames); with decoding threads, a request handler and
+    the engine allocating side by side, glibc returned that memory after every pair and took it
+    back page by page: ~2000 page faults and ~5 ms of system time per request in a replica, 5
+    faults after this (benchmarks/ray.md). The cost: up to 256 MB of freed memory may stay
+    mapped per malloc arena. Not done in a user's own process (the in-process API): the
+    allocator there is theirs. Returns whether it applied (glibc only)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
+    # 32 MB is glibc's largest mmap threshold on 64-bit; blocks under it come from the arenas
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
+

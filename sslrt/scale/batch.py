@@ -139,7 +139,9 @@ class _LocalizeActor:
     def __init__(self, model: str, backend: str, precision: str, threads: int | None, reuse_embeddings: bool,
                  sounding_threshold: float | None, keep_embeddings: bool):
         from sslrt.runtime.pipeline import Localizer
+        from sslrt.scale import keep_freed_memory
 
+        keep_freed_memory()  # this actor's process is sslrt's
         self.localizer = Localizer.open(model, backend=backend, precision=precision, threads=threads,
                                         reuse_embeddings=reuse_embeddings, sounding_threshold=sounding_threshold)
         self.keep_embeddings = keep_embeddings

@@ -19,8 +19,8 @@ Ingress (`ingress=`, `sslrt serve --ingress`), Ray Serve's two ways in:
 These are Serve feature flags, read by its processes when they start: sslrt sets them for a local
 cluster it starts; a cluster joined with an address runs what it was started with (see README).
 
-Each replica holds one Localizer. A request's files are written to a temporary folder (removed
-when the request ends) and decoded by the same readers as `sslrt run`, in a thread; the prepared
+Each replica holds one Localizer. A request's image is decoded from memory, its audio from a
+temporary file (removed when the request ends), by the same decoders as `sslrt run`, in a thread; the prepared
 pairs of concurrent requests are then batched onto the engine by `@serve.batch`. Bad requests
 get a 4xx and a one-line JSON error ({"error": "..."}): 400 missing or malformed part, 413 body
 over the size limit, 415 not multipart/form-data, 422 unreadable media, 404 / 405 unknown route
@@ -38,6 +38,7 @@ import time
 from collections import Counter
 
 from sslrt.errors import SslrtError, first_line
+from sslrt.preprocess.image import ImageBytes
 from sslrt.scale import connect, require_ray
 
 require_ray("serve")
@@ -155,7 +156,9 @@ class LocalizerService:
         from concurrent.futures import ThreadPoolExecutor
 
         from sslrt.runtime.pipeline import Localizer
+        from sslrt.scale import keep_freed_memory
 
+        keep_freed_memory()  # this replica's process is sslrt's
         # Decoding runs on as many threads as the replica has cores, not on asyncio's default pool
         # (cores + 4 threads): more threads than cores only fight over the GIL and the caches.
         self.prepare_pool = ThreadPoolExecutor(max_workers=max(1, prepare_workers), thread_name_prefix="sslrt-prepare")
@@ -193,10 +196,6 @@ class LocalizerService:
             self.requests[500] += 1
             return _error(500, f"internal error: {first_line(exc)}")
 
-    def describe(self) -> dict:
-        """What /models reports first (called through a deployment handle by `start`)."""
-        return dict(self.info)
-
     async def _healthz(self, request: Request):
         return JSONResponse({"status": "ok"})
 
@@ -230,49 +229,45 @@ class LocalizerService:
             if not parts[field][1]:
                 raise BadRequest(422, f"the '{field}' file is empty")
         overlay = _truthy(request.query_params.get("overlay", "")) or _truthy(parts.get("overlay", (None, b""))[1].decode("latin-1"))
-        folder = tempfile.mkdtemp(prefix="sslrt-serve-")
+        names = {field: parts[field][0] or field for field in ("image", "audio")}
+        image = ImageBytes(names["image"], parts["image"][1])  # decoded from memory
+        # The audio readers (libsndfile, FFmpeg) take a file: one temporary file, removed when the
+        # request ends; the suffix tells a reader nothing it needs (formats are sniffed) but keeps
+        # the name readable.
+        safe = _SAFE_NAME.sub("_", os.path.basename(names["audio"]))[-80:] or "audio"
+        fd, audio = tempfile.mkstemp(prefix="sslrt-serve-", suffix=f"-{safe}")
         try:
-            paths, names = {}, {}
-            for field in ("image", "audio"):
-                filename, data = parts[field]
-                names[field] = filename or field
-                # the suffix tells a reader nothing it needs (formats are sniffed), but keeps names readable
-                safe = _SAFE_NAME.sub("_", os.path.basename(filename or field))[-80:] or field
-                paths[field] = os.path.join(folder, f"{field}-{safe}")
-                with open(paths[field], "wb") as f:
-                    f.write(data)
+            with os.fdopen(fd, "wb") as f:
+                f.write(parts["audio"][1])
             try:
-                prepared = await asyncio.get_running_loop().run_in_executor(self.prepare_pool, self._prepare,
-                                                                            paths["image"], paths["audio"])
+                prepared = await asyncio.get_running_loop().run_in_executor(self.prepare_pool, self._prepare, image, audio)
             except SslrtError as exc:
-                message = first_line(exc)
-                for field in ("image", "audio"):  # the client's names, not the temporary files'
-                    message = message.replace(paths[field], names[field])
-                raise BadRequest(422, message) from None
+                raise BadRequest(422, first_line(exc).replace(audio, names["audio"])) from None  # the client's name
             result = await self.localize_batch(prepared)
             result.image, result.audio = names["image"], names["audio"]
             out = result.to_dict()
             if overlay:
-                out["overlay_png_base64"] = await asyncio.to_thread(self._overlay_png, paths["image"], result)
+                out["overlay_png_base64"] = await asyncio.to_thread(self._overlay_png, image, result)
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            os.unlink(audio)
         self.requests[200] += 1
         return JSONResponse(out)
 
     # -- work ----------------------------------------------------------------------------------
 
-    def _prepare(self, image: str, audio: str):
+    def _prepare(self, image: ImageBytes, audio: str):
         return self.localizer.prepare(image, audio)
 
     @staticmethod
-    def _overlay_png(image: str, result) -> str:
+    def _overlay_png(image: ImageBytes, result) -> str:
         import cv2
+        import numpy as np
 
         from sslrt.preprocess import load_image
         from sslrt.runtime.overlay import render_overlay
 
-        ok, data = cv2.imencode(".png", render_overlay(load_image(image), result.heatmap, result.bbox, result.peak,
-                                                       sounding=result.sounding))
+        rgb = load_image(image.name, np.frombuffer(image.data, dtype=np.uint8))
+        ok, data = cv2.imencode(".png", render_overlay(rgb, result.heatmap, result.bbox, result.peak, sounding=result.sounding))
         if not ok:
             raise SslrtError("could not encode the overlay")
         return base64.b64encode(data.tobytes()).decode("ascii")
@@ -332,13 +327,37 @@ def start(model=None, backend: str = "onnxruntime", precision: str | None = None
     serve.start(http_options={"host": host, "port": port})
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False,
               logging_config={"log_level": "WARNING", "enable_access_log": access_log})
-    running = serve.get_app_handle(APP_NAME).describe.remote().result()["ingress"]
-    if running != ingress:
+    running = _running_ingress(host, port)
+    if running is not None and running != ingress:
         serve.delete(APP_NAME)
         flags = " ".join(f"{k}={v}" for k, v in INGRESSES[ingress].items()) or "without RAY_SERVE_ENABLE_HA_PROXY"
         raise SslrtError(f"--ingress {ingress}: the Ray cluster runs Serve's {running} ingress (its processes read "
                          f"the flags when they start): start the cluster with {flags}, or use --ingress {running}")
     return f"http://{host}:{port}"
+
+
+def _running_ingress(host: str, port: int, wait_s: float = 15.0) -> str | None:
+    """The ingress the replicas run behind, as GET /models on the service reports it (a replica's
+    own flags are the cluster's); None when this machine cannot reach the service (a driver off
+    the cluster's ingress nodes). Over HTTP rather than a deployment handle: a blocking handle call
+    needs Serve's router loop, which Serve's throughput-optimized mode turns off, and a handle
+    made on a loop of our own outlives that loop in Serve's cache."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/models"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return json.load(answer).get("ingress")
+        except (OSError, ValueError):  # not routed yet (HAProxy learns the route after the app is up)
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.25)
 
 
 def stop() -> None:
