@@ -363,8 +363,8 @@ def test_ray_preprocessing_uses_the_familys_transforms(family, media):
 
 def test_both_actor_kinds_give_the_same_rows(tiny_export, media, tmp_path):
     """The GPU pipeline's halves (_prepare_batch columns -> _LocalizeActor) and the CPU pipeline's
-    one actor (_PrepareAndLocalizeActor) give the same result rows, a bad pair included; run as
-    plain objects, without a cluster."""
+    one actor (_PrepareAndLocalizeActor) give the same result rows, a bad pair included, whatever
+    the engine batches a block is cut into; run as plain objects, without a cluster."""
     import pickle
 
     from sslrt.graphs import input_shapes
@@ -380,8 +380,9 @@ def test_both_actor_kinds_give_the_same_rows(tiny_export, media, tmp_path):
     prepare = {"kind": "table", "base": "", "done": np.array([], dtype=str), "spec": spec, "exact_inputs": False}
     engine = {"model": tiny_export.directory, "backend": "onnxruntime", "precision": "fp32", "threads": 1,
               "reuse_embeddings": True, "sounding_threshold": None, "keep_embeddings": False}
-    split = _LocalizeActor(**engine)(_prepare_batch(batch, shapes=input_shapes(spec), **prepare))
-    joined = _PrepareAndLocalizeActor(prepare, **engine)(batch)
+    # a Ray block holds several engine batches: one pair per engine call against all in one call
+    split = _LocalizeActor(**engine, batch_size=1)(_prepare_batch(batch, shapes=input_shapes(spec), **prepare))
+    joined = _PrepareAndLocalizeActor(prepare, **engine, batch_size=8)(batch)
     # the same rows fail, with the same message (up to the address of PIL's buffer object in it)
     assert [str(e).split(" (")[0] for e in split["error"]] == [str(e).split(" (")[0] for e in joined["error"]]
     assert [bool(e) for e in split["error"]] == [False, True, False]

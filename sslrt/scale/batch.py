@@ -87,6 +87,10 @@ def _normalize(batch: dict, kind: str, base: str) -> tuple[list[str], list[str],
     return keys, images, audios, errors
 
 
+# Pairs per Ray Data block, rounded down to whole engine batches (at least one): see _pipeline.
+ROWS_PER_BLOCK = 32
+
+
 def _prepare_rows(batch: dict, kind: str, base: str, done: np.ndarray, spec, exact_inputs: bool):
     """Decode and preprocess the pairs of a batch not finished yet (sslrt's prepare_pair, so the
     tensors equal the local path's: the family's transforms, `spec`): (keys, images, audios,
@@ -137,7 +141,7 @@ class _LocalizeActor:
     """One Localizer per actor: the engine is opened once and runs every batch the pool sends."""
 
     def __init__(self, model: str, backend: str, precision: str, threads: int | None, reuse_embeddings: bool,
-                 sounding_threshold: float | None, keep_embeddings: bool):
+                 sounding_threshold: float | None, keep_embeddings: bool, batch_size: int):
         from sslrt.runtime.pipeline import Localizer
         from sslrt.scale import keep_freed_memory
 
@@ -145,6 +149,7 @@ class _LocalizeActor:
         self.localizer = Localizer.open(model, backend=backend, precision=precision, threads=threads,
                                         reuse_embeddings=reuse_embeddings, sounding_threshold=sounding_threshold)
         self.keep_embeddings = keep_embeddings
+        self.batch_size = batch_size  # pairs per engine call; a Ray block may hold several calls
 
     def __call__(self, batch: dict) -> dict:
         """A batch of `_prepare_batch` columns -> result rows."""
@@ -163,14 +168,16 @@ class _LocalizeActor:
     def _localize(self, keys, images, audios, errors: list[str], prepared: dict) -> dict:
         """The prepared rows through the engine; the result rows (a pickled Localization, or the error)."""
         results = [b""] * len(errors)
-        if prepared:
+        rows = list(prepared)
+        for lo in range(0, len(rows), self.batch_size):
+            chunk = rows[lo:lo + self.batch_size]
             try:
-                located = self.localizer.run_prepared(list(prepared.values()), keep_embeddings=self.keep_embeddings)
+                located = self.localizer.run_prepared([prepared[i] for i in chunk], keep_embeddings=self.keep_embeddings)
             except Exception as exc:  # noqa: BLE001  the batch's pairs are reported, the job goes on
-                for i in prepared:
+                for i in chunk:
                     errors[i] = first_line(exc)
             else:
-                for i, r in zip(prepared, located):
+                for i, r in zip(chunk, located):
                     results[i] = pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL)
         text = lambda xs: np.array(xs, dtype=object)  # noqa: E731
         return {"key": text(keys), "image": text(images), "audio": text(audios), "error": text(errors),
@@ -263,25 +270,28 @@ def _pipeline(ds, plan: _Plan, kind: str, base: str, done: np.ndarray, *, actors
                          f"of {cpus:g} CPUs: give fewer --ray-actors")
     if threads is None and not gpu:
         threads = max(1, int(actor_cpus))  # the engine uses the cores its actor reserved
-    # Small blocks: the pairs of one file spread over many preprocessing tasks.
-    ds = ds.repartition(target_num_rows_per_block=batch_size)
+    # Blocks of a few engine batches: small enough that the pairs of one file spread over the
+    # actors, large enough that Ray Data's per-block work (scheduling in the driver, the object
+    # store) is paid once per several batches.
+    rows = batch_size * max(1, ROWS_PER_BLOCK // batch_size)
+    ds = ds.repartition(target_num_rows_per_block=rows)
     prepare = {"kind": kind, "base": base, "done": done, "spec": plan.spec, "exact_inputs": exact_inputs}
     engine = {"model": plan.model_dir, "backend": plan.backend, "precision": plan.precision, "threads": threads,
               "reuse_embeddings": reuse_embeddings, "sounding_threshold": sounding_threshold,
-              "keep_embeddings": keep_embeddings}
+              "keep_embeddings": keep_embeddings, "batch_size": batch_size}
     pool = ray.data.ActorPoolStrategy(size=actors)
     if gpu:
         # CPU tasks decode and feed the GPU actors (one GPU each)
-        ds = ds.map_batches(_prepare_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1.0,
+        ds = ds.map_batches(_prepare_batch, batch_size=rows, batch_format="numpy", num_cpus=1.0,
                             fn_kwargs={**prepare, "shapes": input_shapes(plan.spec)})
-        ds = ds.map_batches(_LocalizeActor, batch_size=batch_size, batch_format="numpy", compute=pool,
+        ds = ds.map_batches(_LocalizeActor, batch_size=rows, batch_format="numpy", compute=pool,
                             num_cpus=actor_cpus, num_gpus=1, fn_constructor_kwargs=engine)
     else:
         # `actors` processes decode and infer side by side; no tensors between operators
-        ds = ds.map_batches(_PrepareAndLocalizeActor, batch_size=batch_size, batch_format="numpy", compute=pool,
+        ds = ds.map_batches(_PrepareAndLocalizeActor, batch_size=rows, batch_format="numpy", compute=pool,
                             num_cpus=actor_cpus, fn_constructor_kwargs={"prepare": prepare, **engine})
     if save_dir is not None:
-        ds = ds.map_batches(_render_overlays, batch_size=batch_size, batch_format="numpy", num_cpus=1,
+        ds = ds.map_batches(_render_overlays, batch_size=rows, batch_format="numpy", num_cpus=1,
                             fn_kwargs={"save_dir": os.path.abspath(save_dir)})
     return ds
 

