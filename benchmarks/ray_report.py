@@ -88,22 +88,11 @@ def local_pass(pairs, batch_size: int = 8) -> dict:
 
 
 def _rates(t0: float, marks: list[float], batch_size: int) -> dict:
-    """Whole-job and steady rates from the arrival times of the results. Results arrive in bursts
-    (an engine batch locally, a Ray block of several batches on Ray); steady = the pairs of the
-    bursts after the one that closes the first quarter of the job, over the time since that burst:
-    the per-pair cost without the job's start-up, whole bursts only."""
+    """Whole-job rate and time to the first result, from the arrival times of the results. (No
+    "steady" rate: Ray Data hands results over in blocks and in order, so the arrival times after
+    the first say little about when the work was done.)"""
     total = marks[-1] - t0
-    bursts: list[list] = []  # [arrival time, pairs]
-    for m in marks:
-        if bursts and m - bursts[-1][0] < 0.005:
-            bursts[-1][1] += 1
-        else:
-            bursts.append([m, 1])
-    start = next((b for b in bursts if b[0] - t0 >= total / 4), bursts[-1])
-    later = sum(n for t, n in bursts if t > start[0])
-    steady = later / (marks[-1] - start[0]) if later >= 2 * batch_size else float("nan")
-    return {"pairs": len(marks), "seconds": total, "pairs_per_second": len(marks) / total,
-            "first_result_s": marks[0] - t0, "steady_pairs_per_second": steady}
+    return {"pairs": len(marks), "seconds": total, "pairs_per_second": len(marks) / total, "first_result_s": marks[0] - t0}
 
 
 def ray_pass(csv_path: str, out: str, actors: int, batch_size: int = 8) -> dict:
@@ -142,19 +131,16 @@ def markdown(r: dict) -> str:
         "(`sslrt.measure.bench.make_pair_files`, seeds 0..N-1).", "",
         "## Batch: `sslrt run --pairs FILE --ray` vs the local `--pairs` path", "",
         f"Medians of {r['repeats']} alternating runs; batch size 8 (engine calls of 8 pairs; on Ray, blocks of 32 pairs, "
-        "4 engine calls each). Job time includes opening the model (for Ray: starting the actors), not starting Ray. "
-        "Steady = pairs/s after the first quarter of the job (whole bursts of results: an engine batch locally, a "
-        "block on Ray), i.e. the per-pair cost without the job's start-up.", "",
-        "| pairs | path | pairs/s (whole job) | first result (s) | steady pairs/s | vs local (job) | vs local (steady) |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "4 engine calls each). Job time includes opening the model (for Ray: starting the actors), not starting Ray.", "",
+        "| pairs | path | pairs/s (whole job) | first result (s) | vs local |",
+        "|---:|---|---:|---:|---:|",
     ]
     for n, b in r["batch"].items():
         lines.append(f"| {n} | local (`localize_many`, a decoding thread per core) | {b['local']['pairs_per_second']:.1f} | "
-                     f"{b['local']['first_result_s']:.2f} | {b['local']['steady_pairs_per_second']:.1f} | 100% | 100% |")
+                     f"{b['local']['first_result_s']:.2f} | 100% |")
         for name, row in b["ray"].items():
             lines.append(f"| {n} | `--ray`, {name} | {row['pairs_per_second']:.1f} | {row['first_result_s']:.2f} | "
-                         f"{row['steady_pairs_per_second']:.1f} | {row['pairs_per_second'] / b['local']['pairs_per_second']:.0%} | "
-                         f"{row['steady_pairs_per_second'] / b['local']['steady_pairs_per_second']:.0%} |")
+                         f"{row['pairs_per_second'] / b['local']['pairs_per_second']:.0%} |")
     s = r["service"]
     lines += ["", "## Service: `sslrt serve` under load", "",
               f"{s['requests']} requests per level (time limit {s['time_limit']} s), keep-alive connections, one multipart "
@@ -173,13 +159,11 @@ def markdown(r: dict) -> str:
     for n, b in r["batch"].items():
         best_name, best = max(b["ray"].items(), key=lambda kv: kv[1]["pairs_per_second"])
         job = best["pairs_per_second"] / b["local"]["pairs_per_second"]
-        steady = max(row["steady_pairs_per_second"] for row in b["ray"].values()) / b["local"]["steady_pairs_per_second"]
         lines.append(f"- Batch, {n} pairs: `--ray` reaches {job:.0%} of the local throughput over the whole job "
-                     f"({best_name}; target 85%: {'met' if job >= 0.85 else 'not met'}), {steady:.0%} in the steady state. "
-                     f"The job's start-up costs {best['first_result_s']:.1f} s to the first result (Ray Data planning, "
-                     "starting the actor processes, importing sslrt and opening the engine in each, then a first block of "
-                     "32 pairs); a larger data set "
-                     "amortises it, the steady-state ratio is what remains. Single runs: see `runs` in ray.json.")
+                     f"({best_name}; target 85%: {'met' if job >= 0.85 else 'not met'}). The first result comes after "
+                     f"{best['first_result_s']:.1f} s (Ray Data planning, starting the actor processes, importing sslrt and "
+                     "opening the engine in each, then a first block of 32 pairs); a larger data set amortises that. "
+                     "Single runs: see `runs` in ray.json.")
     for cfg in s["configs"]:
         c8 = next(lvl for lvl in cfg["levels"] if lvl["concurrency"] == 8)
         share = c8["throughput"] / s["in_process"]["pairs_per_second"]

@@ -619,7 +619,7 @@ def serve(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to join (default: start a local one)."),
     ingress: str = typer.Option("proxy", "--ingress",
                                 help="proxy: Serve's HTTP proxy actor, bound to --host only. haproxy: Serve's HAProxy "
-                                     "ingress, ~1.4x the throughput on 2 cores; HAProxy also opens its stats (8404) and "
+                                     "ingress, ~1.5x the throughput on 2 cores; HAProxy also opens its stats (8404) and "
                                      "metrics (9101) ports on all interfaces."),
 ):
     """HTTP service on Ray Serve: POST /localize (multipart image + audio), GET /healthz, GET /models."""

@@ -13,7 +13,7 @@ Ingress (`ingress=`, `sslrt serve --ingress`), Ray Serve's two ways in:
               a replica over Ray calls (the default: binds only --host)
     haproxy   Serve's HAProxy ingress (Ray's documented high-throughput mode): HAProxy, a C load
               balancer, listens on --host:--port and forwards each request over HTTP straight to a
-              replica's own server. On two cores it carries ~1.4x the requests of the proxy
+              replica's own server. On two cores it carries ~1.5x the requests of the proxy
               (benchmarks/ray.md). HAProxy also opens its stats (8404) and Prometheus (9101) ports on
               every interface, as Ray's configuration template has it, whatever --host says.
 These are Serve feature flags, read by its processes when they start: sslrt sets them for a local
