@@ -139,3 +139,7 @@ def test_an_image_in_memory_is_the_file_on_disk(tiny_export, media):
     assert np.array_equal(again.heatmap, on_disk.heatmap)
     with pytest.raises(SslrtError, match="upload.jpg"):
         fresh.localize(ImageBytes("upload.jpg", b"\xff\xd8 not a jpeg"), media / "sound.wav")
+    with pytest.raises(SslrtError, match="image is empty: empty.png"):
+        fresh.localize(ImageBytes("empty.png", b""), media / "sound.wav")
+    with pytest.raises(SslrtError, match="expected a path, a waveform"):  # an image where the sound goes
+        fresh.localize(media / "scene.png", ImageBytes("upload.png", (media / "scene.png").read_bytes()))

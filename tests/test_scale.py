@@ -28,24 +28,28 @@ VOLATILE = ("timings_ms",)  # wall-clock; everything else must be equal
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A local Ray of 2 CPUs whose Serve runs the HAProxy ingress (its flags are read by Serve's
-    processes when they start, so they are set before the cluster starts); the proxy ingress, the
-    default, runs in its own cluster in test_cli_serve_with_the_proxy_ingress."""
+    """A local Ray of 2 CPUs, shared by this module; yields the ingress its Serve runs: HAProxy
+    (Serve reads the flags when its processes start, so they are set while the cluster starts)
+    where its binary is installed, else the proxy. The proxy ingress, the default, also runs in a
+    cluster of its own in test_cli_serve_with_the_proxy_ingress."""
     import logging
     import os
 
-    from sslrt.scale.serve import INGRESSES
+    from sslrt.scale.serve import INGRESSES, _haproxy_missing
 
-    added = {k: v for k, v in INGRESSES["haproxy"].items() if k not in os.environ}
-    os.environ.update(added)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    yield
+    ingress = "proxy" if _haproxy_missing() else "haproxy"
+    saved = {k: os.environ.get(k) for k in INGRESSES[ingress]}
+    os.environ.update(INGRESSES[ingress])
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    yield ingress
     from ray import serve
 
     serve.shutdown()
     ray.shutdown()
-    for k in added:
-        os.environ.pop(k, None)
 
 
 @pytest.fixture(scope="session")
@@ -176,7 +180,7 @@ def service(ray_cluster, tiny_export):
     port = _free_port()
     # a long batch wait: concurrent requests reliably share engine calls
     sslrt_serve.start(tiny_export.directory, port=port, max_batch=8, batch_wait_ms=100, max_request_mb=MAX_MB,
-                      ingress="haproxy")
+                      ingress=ray_cluster)
     yield ("127.0.0.1", port)
     sslrt_serve.stop()
 
@@ -220,7 +224,47 @@ def test_service_equals_sslrt_run(service, tiny_export, media, capsys):
     status, models = _request(service, "GET", "/models")
     assert status == 200 and models["family"] == "ours" and models["backend"] == "onnxruntime"
     assert models["precision"] == "fp32" and len(models["manifest_sha256"]) == 64
-    assert models["ingress"] == "haproxy"  # the replica runs behind HAProxy, not the proxy actor
+    assert models["ingress"] == _ingress_of(service)
+    # behind HAProxy the request reached the replica's own server, on another port than the service's
+    assert (models["reached"][1] != service[1]) == (models["ingress"] == "haproxy"), models["reached"]
+
+
+def _ingress_of(service) -> str:
+    return _request(service, "GET", "/models")[1]["ingress"]
+
+
+def test_service_refuses_an_ingress_its_cluster_does_not_run(service, tiny_export):
+    """Asked for the other ingress, `start` says so in one line before deploying anything: the
+    running service keeps answering."""
+    from sslrt.errors import SslrtError
+    from sslrt.scale import serve as sslrt_serve
+
+    other = "proxy" if _ingress_of(service) == "haproxy" else "haproxy"
+    with pytest.raises(SslrtError, match=f"--ingress {other}: this Ray cluster runs Serve's"):
+        sslrt_serve.start(tiny_export.directory, port=_free_port(), ingress=other)
+    assert _request(service, "GET", "/healthz") == (200, {"status": "ok"})
+
+
+def test_service_names_uploads_by_the_clients_names(service, media):
+    """Messages about an upload name the client's file, never the replica's temporary one, and no
+    temporary file outlives its request (after a 200, a 422 and a warning alike)."""
+    import glob
+    import io
+    import tempfile
+
+    import soundfile as sf
+
+    silent = io.BytesIO()
+    sf.write(silent, np.zeros(16000, dtype=np.float32), 16000, format="WAV", subtype="PCM_16")
+    status, got = _localize(service, {"image": ("scene.jpg", (media / "scene.jpg").read_bytes()),
+                                      "audio": ("quiet.wav", silent.getvalue())})
+    assert status == 200, got
+    assert any("quiet.wav" in w and "silent" in w for w in got["warnings"]), got["warnings"]
+    assert not any("sslrt-serve-" in w for w in got["warnings"])
+    status, got = _localize(service, {"image": ("scene.jpg", (media / "scene.jpg").read_bytes()),
+                                      "audio": ("broken.wav", b"RIFF....WAVEgarbage")})
+    assert status == 422 and "broken.wav" in got["error"] and "sslrt-serve-" not in got["error"], got
+    assert glob.glob(f"{tempfile.gettempdir()}/sslrt-serve-*") == []
 
 
 def test_service_overlay(service, media):
@@ -326,6 +370,7 @@ def test_cli_serve_with_the_proxy_ingress(tiny_export, media):
         assert _localize(service, {"image": ("scene.jpg", (media / "scene.jpg").read_bytes())})[0] == 400
         status, models = _request(service, "GET", "/models")
         assert status == 200 and models["ingress"] == "proxy"
+        assert models["reached"][1] == port  # the proxy hands the request over as it reached the service
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -237,7 +237,11 @@ def waveform_frames(samples, name: str = "audio") -> np.ndarray:
         b <= 8 < a (soundfile's layout); both axes <= 8 or both > 8 is ambiguous and refused.
     """
     if not isinstance(samples, np.ndarray):
-        samples = np.asarray(samples, dtype=np.float64)
+        try:
+            samples = np.asarray(samples, dtype=np.float64)
+        except (TypeError, ValueError):  # an ImageBytes, a dict, ragged lists: not samples
+            raise SslrtError(f"{name}: expected a path, a waveform or (waveform, sample_rate), "
+                             f"got {type(samples).__name__}") from None
     kind, width = samples.dtype.kind, samples.dtype.itemsize
     if kind == "f":
         scale, offset = 1.0, 0.0

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -198,12 +199,32 @@ def _sniff(buf) -> _Header | None:
     return None
 
 
-class ImageBytes(NamedTuple):
+@dataclass(frozen=True)
+class ImageBytes:
     """An encoded image file held in memory (an upload): the name that messages and results give
-    it, and its bytes. Decoded exactly as the same file on disk would be."""
+    it, and its bytes. Decoded exactly as the same file on disk would be, under the same limits.
+    (Not a tuple: a tuple is a (waveform, rate) where audio goes.)"""
 
     name: str
     data: bytes
+
+    def encoded(self) -> np.ndarray:
+        """The bytes as `read_image_bytes` gives a file's (a uint8 view), or the same refusal."""
+        if not self.data:
+            raise SslrtError(f"image is empty: {self.name}")
+        max_bytes = _max_file_bytes()
+        if len(self.data) > max_bytes:
+            raise SslrtError(_too_large(self.name, max_bytes))
+        return np.frombuffer(self.data, dtype=np.uint8)
+
+
+def _max_file_bytes() -> int:
+    return _MAX_BYTES_PER_PIXEL * max_image_pixels() + _METADATA_BYTES
+
+
+def _too_large(name: str, max_bytes: int) -> str:
+    return (f"image file is too large: {name} is over {max_bytes >> 20} MiB, more than an image of "
+            f"{max_image_pixels() / 1e6:g} megapixels takes (set SSLRT_MAX_IMAGE_PIXELS to raise it)")
 
 
 def read_image_bytes(path: str | os.PathLike) -> np.ndarray:
@@ -215,7 +236,7 @@ def read_image_bytes(path: str | os.PathLike) -> np.ndarray:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SslrtError(f"image not found: {path}")
-    max_bytes = _MAX_BYTES_PER_PIXEL * max_image_pixels() + _METADATA_BYTES
+    max_bytes = _max_file_bytes()
     try:
         with open(path, "rb") as f:
             prefix = f.read(_HEADER_PREFIX)
@@ -229,8 +250,7 @@ def read_image_bytes(path: str | os.PathLike) -> np.ndarray:
     except OSError as exc:
         raise SslrtError(f"cannot read image {path}: {exc.strerror or exc}") from None
     if data.size > max_bytes:
-        raise SslrtError(f"image file is too large: {path} is over {max_bytes >> 20} MiB, more than an image of "
-                         f"{max_image_pixels() / 1e6:g} megapixels takes (set SSLRT_MAX_IMAGE_PIXELS to raise it)")
+        raise SslrtError(_too_large(path, max_bytes))
     return data
 
 
@@ -453,7 +473,7 @@ def _resize_bicubic(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     iy, wy = _bicubic_taps(h, out_h)
     ix, wx = _bicubic_taps(w, out_w)
     rows = _bicubic_pass(x.reshape(h, w * c), iy, wy).reshape(out_h, w, c)
-    columns = cv2.transpose(rows) if c <= 4 else np.ascontiguousarray(rows.transpose(1, 0, 2))  # (w, out_h, c)
+    columns = cv2.transpose(rows)  # (w, out_h, c); c is 3 (_as_rgb_uint8)
     out = _bicubic_pass(columns.reshape(w, out_h * c), ix, wx).reshape(out_w, out_h, c)
     return out.transpose(2, 1, 0)
 
@@ -472,8 +492,11 @@ def _bicubic_pass(lines: np.ndarray, index: np.ndarray, weights: np.ndarray, blo
     w = weights.T[:, None, :]
     for lo in range(0, n_out, block):
         hi = min(n_out, lo + block)
-        np.copyto(taps[:hi - lo], np.take(lines, index[:, lo:hi].T.reshape(-1), axis=0).reshape(hi - lo, 4, m),
-                  casting="unsafe")
+        picked = index[:, lo:hi].T.reshape(-1)  # in range already: `clip` lets take write into `out` unbuffered
+        if lines.dtype == np.float32:  # gathered straight into the buffer
+            np.take(lines, picked, axis=0, out=taps[:hi - lo].reshape(-1, m), mode="clip")
+        else:  # uint8 pixels: gathered, then converted into the buffer
+            np.copyto(taps[:hi - lo], np.take(lines, picked, axis=0).reshape(hi - lo, 4, m), casting="unsafe")
         np.matmul(w[lo:hi], taps[:hi - lo], out=out[lo:hi, None, :])
     return out
 

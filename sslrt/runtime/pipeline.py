@@ -237,7 +237,7 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
         encoded = read_image_bytes(image)
         image_key = ("image file", _digest(encoded.data))
     elif isinstance(image, ImageBytes):  # an upload: the same key as the same file on disk
-        encoded = np.frombuffer(image.data, dtype=np.uint8)
+        encoded = image.encoded()
         image_key = ("image file", _digest(encoded.data))
     else:
         image_key = input_key(image)

@@ -27,14 +27,23 @@ def require_ray(*parts: str) -> None:
             raise BackendUnavailable(f"this needs Ray ({exc.name or name} is missing): {INSTALL_HINT}") from None
 
 
+def starts_local_cluster(address: str | None = None) -> bool:
+    """Whether `connect(address)` would start a local Ray cluster (rather than join one)."""
+    import os
+
+    import ray
+
+    return address is None and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
+
+
 def connect(address: str | None = None, num_cpus: int | None = None, environment: dict[str, str] | None = None) -> bool:
     """Join the Ray cluster at `address` (`ray start --head` prints it; "auto" finds one on this
     machine), or start a local one when no address is given and none runs in this process (the
     RAY_ADDRESS variable is honoured as Ray does). Returns whether this call started it.
 
-    `environment`: variables the processes of a local cluster started here read when they start
-    (Ray Serve's feature flags are such variables). They are set in this process's environment,
-    which the cluster inherits, unless already set there: an operator's own setting wins. A
+    `environment`: variables that the processes of a local cluster started here read when they
+    start (Ray Serve's feature flags are such variables): set while the cluster starts (it
+    inherits them), then restored, so that this process's own environment is left as it was. A
     cluster that already runs keeps the settings it was started with."""
     require_ray()
     import logging
@@ -45,13 +54,20 @@ def connect(address: str | None = None, num_cpus: int | None = None, environment
     if ray.is_initialized():
         return False
     kwargs = {"include_dashboard": False, "logging_level": logging.WARNING, "configure_logging": True}
-    local = address is None and not os.environ.get("RAY_ADDRESS")
+    local = starts_local_cluster(address)
     if local and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
-    if local:
-        for name, value in (environment or {}).items():
-            os.environ.setdefault(name, value)
-    ray.init(address=address, **kwargs)
+    saved = {name: os.environ.get(name) for name in (environment or {})} if local else {}
+    try:
+        for name in saved:
+            os.environ[name] = environment[name]
+        ray.init(address=address, **kwargs)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return True
 
 
@@ -74,6 +90,5 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    # 32 MB is glibc's largest mmap threshold on 64-bit; blocks under it come from the arenas
+    # blocks under 32 MB come from the arenas (a value every glibc accepts: older ones cap it there)
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))
-

@@ -273,8 +273,11 @@ def _pipeline(ds, plan: _Plan, kind: str, base: str, done: np.ndarray, *, actors
     # Blocks of a few engine batches: small enough that the pairs of one file spread over the
     # actors, large enough that Ray Data's per-block work (scheduling in the driver, the object
     # store) is paid once per several batches.
-    rows = batch_size * max(1, ROWS_PER_BLOCK // batch_size)
-    ds = ds.repartition(target_num_rows_per_block=rows)
+    from sslrt.engines.base import check_batch_size
+
+    check_batch_size(batch_size)
+    block_rows = batch_size * max(1, ROWS_PER_BLOCK // batch_size)
+    ds = ds.repartition(target_num_rows_per_block=block_rows)
     prepare = {"kind": kind, "base": base, "done": done, "spec": plan.spec, "exact_inputs": exact_inputs}
     engine = {"model": plan.model_dir, "backend": plan.backend, "precision": plan.precision, "threads": threads,
               "reuse_embeddings": reuse_embeddings, "sounding_threshold": sounding_threshold,
@@ -282,16 +285,16 @@ def _pipeline(ds, plan: _Plan, kind: str, base: str, done: np.ndarray, *, actors
     pool = ray.data.ActorPoolStrategy(size=actors)
     if gpu:
         # CPU tasks decode and feed the GPU actors (one GPU each)
-        ds = ds.map_batches(_prepare_batch, batch_size=rows, batch_format="numpy", num_cpus=1.0,
+        ds = ds.map_batches(_prepare_batch, batch_size=block_rows, batch_format="numpy", num_cpus=1.0,
                             fn_kwargs={**prepare, "shapes": input_shapes(plan.spec)})
-        ds = ds.map_batches(_LocalizeActor, batch_size=rows, batch_format="numpy", compute=pool,
+        ds = ds.map_batches(_LocalizeActor, batch_size=block_rows, batch_format="numpy", compute=pool,
                             num_cpus=actor_cpus, num_gpus=1, fn_constructor_kwargs=engine)
     else:
         # `actors` processes decode and infer side by side; no tensors between operators
-        ds = ds.map_batches(_PrepareAndLocalizeActor, batch_size=rows, batch_format="numpy", compute=pool,
+        ds = ds.map_batches(_PrepareAndLocalizeActor, batch_size=block_rows, batch_format="numpy", compute=pool,
                             num_cpus=actor_cpus, fn_constructor_kwargs={"prepare": prepare, **engine})
     if save_dir is not None:
-        ds = ds.map_batches(_render_overlays, batch_size=rows, batch_format="numpy", num_cpus=1,
+        ds = ds.map_batches(_render_overlays, batch_size=block_rows, batch_format="numpy", num_cpus=1,
                             fn_kwargs={"save_dir": os.path.abspath(save_dir)})
     return ds
 

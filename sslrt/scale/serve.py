@@ -5,7 +5,8 @@
                      -> 200 and the JSON of `sslrt run --json` (`image` / `audio` are the uploaded
                         file names); with overlay, plus `overlay_png_base64`: the PNG of `--save`
     GET  /healthz    -> {"status": "ok"}
-    GET  /models     -> what is loaded (family, backend, precision, manifest sha256, ...) and the
+    GET  /models     -> what is loaded (family, backend, precision, manifest sha256, ...), the
+                        ingress and the socket the request reached in the replica, and the
                         replica's batch-size histogram (how many engine calls ran each batch size)
 
 Ingress (`ingress=`, `sslrt serve --ingress`), Ray Serve's two ways in:
@@ -14,10 +15,12 @@ Ingress (`ingress=`, `sslrt serve --ingress`), Ray Serve's two ways in:
     haproxy   Serve's HAProxy ingress (Ray's documented high-throughput mode): HAProxy, a C load
               balancer, listens on --host:--port and forwards each request over HTTP straight to a
               replica's own server. On two cores it carries ~1.5x the requests of the proxy
-              (benchmarks/ray.md). HAProxy also opens its stats (8404) and Prometheus (9101) ports on
-              every interface, as Ray's configuration template has it, whatever --host says.
+              (benchmarks/ray.md). Ray's HAProxy configuration also opens its stats (8404) and
+              Prometheus (9101) ports on every interface and an admin socket under /tmp, whatever
+              --host says: hence not the default.
 These are Serve feature flags, read by its processes when they start: sslrt sets them for a local
-cluster it starts; a cluster joined with an address runs what it was started with (see README).
+cluster it starts; a cluster joined with an address runs what it was started with, and `start`
+refuses, before deploying, an ingress the cluster does not run (see README).
 
 Each replica holds one Localizer. A request's image is decoded from memory, its audio from a
 temporary file (removed when the request ends), by the same decoders as `sslrt run`, in a thread;
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -39,7 +43,7 @@ from collections import Counter
 
 from sslrt.errors import SslrtError, first_line
 from sslrt.preprocess.image import ImageBytes
-from sslrt.scale import connect, require_ray
+from sslrt.scale import connect, require_ray, starts_local_cluster
 
 require_ray("serve")
 
@@ -53,16 +57,29 @@ DEFAULT_PORT = 8000
 # Ray Serve's environment of each ingress. The drain period is how long a stopping replica keeps
 # answering so that load balancers can drop it; Serve's 30 s default would make every stop (and
 # Ctrl-C) of a one-machine service wait that long, while the HAProxy here is updated by Serve itself.
+# A local cluster gets exactly the asked ingress's flags, whatever this shell's environment says.
 INGRESSES: dict[str, dict[str, str]] = {
-    "proxy": {},
+    "proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
     "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
                 "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"},
 }
 
 
 def _ingress_here() -> str:
-    """The ingress this process's Serve runs (a replica asks: its flags are the cluster's)."""
+    """The ingress that Serve runs in a process of this cluster (its flags are the cluster's)."""
     return "haproxy" if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else "proxy"
+
+
+def _cluster_ingress() -> str:
+    """The ingress of the cluster this process is connected to, asked of one of its workers
+    (they start with the environment the cluster was started with) before anything is deployed."""
+    import ray
+
+    return ray.get(ray.remote(num_cpus=0)(_ingress_here).remote())
+
+
+class InternalError(Exception):
+    """A failure of the service itself (500), its message already free of temporary paths."""
 
 
 def _haproxy_missing() -> str | None:
@@ -194,6 +211,9 @@ class LocalizerService:
         except BadRequest as exc:
             self.requests[exc.status] += 1
             return _error(exc.status, str(exc))
+        except InternalError as exc:
+            self.requests[500] += 1
+            return _error(500, f"internal error: {exc}")
         except Exception as exc:  # noqa: BLE001  the replica answers, whatever happened
             self.requests[500] += 1
             return _error(500, f"internal error: {first_line(exc)}")
@@ -202,7 +222,10 @@ class LocalizerService:
         return JSONResponse({"status": "ok"})
 
     async def _models(self, request: Request):
-        return JSONResponse({**self.info, "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+        # the socket this request reached in the replica: the service's own port behind Serve's proxy
+        # (which hands the request over with its scope), the replica's own server behind HAProxy
+        server = list(request.scope.get("server") or [])
+        return JSONResponse({**self.info, "reached": server, "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
                              "engine_calls": sum(self.batch_sizes.values()),
                              "responses": {str(k): v for k, v in sorted(self.requests.items())}})
 
@@ -238,20 +261,27 @@ class LocalizerService:
         # the name readable.
         safe = _SAFE_NAME.sub("_", os.path.basename(names["audio"]))[-80:] or "audio"
         fd, audio = tempfile.mkstemp(prefix="sslrt-serve-", suffix=f"-{safe}")
+        as_client = lambda text: text.replace(audio, names["audio"])  # noqa: E731  never the temporary file's name
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(parts["audio"][1])
             try:
                 prepared = await asyncio.get_running_loop().run_in_executor(self.prepare_pool, self._prepare, image, audio)
             except SslrtError as exc:
-                raise BadRequest(422, first_line(exc).replace(audio, names["audio"])) from None  # the client's name
+                raise BadRequest(422, as_client(first_line(exc))) from None
             result = await self.localize_batch(prepared)
             result.image, result.audio = names["image"], names["audio"]
+            result.warnings = [as_client(w) for w in result.warnings]  # e.g. "<file>: audio is silent"
             out = result.to_dict()
             if overlay:
                 out["overlay_png_base64"] = await asyncio.to_thread(self._overlay_png, image, result)
+        except BadRequest:
+            raise
+        except Exception as exc:  # noqa: BLE001  answered as a 500 by __call__, without the path
+            raise InternalError(as_client(first_line(exc))) from None
         finally:
-            os.unlink(audio)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(audio)
         self.requests[200] += 1
         return JSONResponse(out)
 
@@ -320,46 +350,21 @@ def start(model=None, backend: str = "onnxruntime", precision: str | None = None
     (localhost unless told otherwise). `ingress`: "proxy" or "haproxy" (the module's docstring)."""
     if ingress not in INGRESSES:
         raise SslrtError(f"unknown ingress {ingress!r}: use one of {', '.join(INGRESSES)}")
-    if ingress == "haproxy" and (address or os.environ.get("RAY_ADDRESS")) is None:
+    if ingress == "haproxy" and starts_local_cluster(address):
         missing = _haproxy_missing()  # on a joined cluster, HAProxy runs on its nodes, not here
         if missing:
             raise SslrtError(f"--ingress haproxy: {missing}")
     connect(address, environment=INGRESSES[ingress])
+    running = _cluster_ingress()
+    if running != ingress:
+        flags = " ".join(f"{k}={v}" for k, v in INGRESSES[ingress].items() if k != "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S")
+        raise SslrtError(f"--ingress {ingress}: this Ray cluster runs Serve's {running} ingress (Serve's processes read "
+                         f"its flags when they start): start the cluster with {flags}, or use --ingress {running}")
     app = build_app(model, backend, precision, **options)
     serve.start(http_options={"host": host, "port": port})
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False,
               logging_config={"log_level": "WARNING", "enable_access_log": access_log})
-    running = _running_ingress(host, port)
-    if running is not None and running != ingress:
-        serve.delete(APP_NAME)
-        flags = " ".join(f"{k}={v}" for k, v in INGRESSES[ingress].items()) or "without RAY_SERVE_ENABLE_HA_PROXY"
-        raise SslrtError(f"--ingress {ingress}: the Ray cluster runs Serve's {running} ingress (its processes read "
-                         f"the flags when they start): start the cluster with {flags}, or use --ingress {running}")
-    return f"http://{host}:{port}"
-
-
-def _running_ingress(host: str, port: int, wait_s: float = 15.0) -> str | None:
-    """The ingress the replicas run behind, as GET /models on the service reports it (a replica's
-    own flags are the cluster's); None when this machine cannot reach the service (a driver off
-    the cluster's ingress nodes). Over HTTP rather than a deployment handle: a blocking handle call
-    needs Serve's router loop, which Serve's throughput-optimized mode turns off, and a handle
-    made on a loop of our own outlives that loop in Serve's cache."""
-    import json
-    import urllib.error
-    import urllib.request
-
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}/models"
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5) as answer:
-                return json.load(answer).get("ingress")
-        except (OSError, ValueError):  # not routed yet (HAProxy learns the route after the app is up)
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.25)
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def stop() -> None:
