@@ -817,6 +817,10 @@ def main(argv: list[str] | None = None) -> None:
     code = _run_command(list(sys.argv[1:] if argv is None else argv))
     if argv is None and _nothing_left_to_tear_down():
         _exit_at_once(code)
+    if argv is None and code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        # Interrupted, with Ray's exit hooks still to run (they stop its workers, which takes
+        # seconds): a second Ctrl-C must not cut them short with a traceback. SIGTERM still kills.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if code:
         sys.exit(code)
 

@@ -62,6 +62,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, environment
         for name in saved:
             os.environ[name] = environment[name]
         ray.init(address=address, **kwargs)
+    except ConnectionError as exc:  # no cluster at that address (or RAY_ADDRESS): the user's input
+        from sslrt.errors import SslrtError, first_line
+
+        where = address or os.environ.get("RAY_ADDRESS")
+        raise SslrtError(f"cannot join the Ray cluster at {where}: {first_line(exc)}") from None
     finally:
         for name, value in saved.items():
             if value is None:
