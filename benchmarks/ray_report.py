@@ -255,7 +255,7 @@ def main(argv=None) -> None:
         in_process_runs = [local_pass(served)]
         configs = []
         for ingress in args.ingress.split(","):
-            flags = sslrt_serve.INGRESSES[ingress]
+            flags = sslrt_serve.local_cluster_environment(ingress)
             os.environ.update(flags)
             ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
             try:

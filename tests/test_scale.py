@@ -35,11 +35,12 @@ def ray_cluster():
     import logging
     import os
 
-    from sslrt.scale.serve import INGRESSES, _haproxy_missing
+    from sslrt.scale.serve import _haproxy_missing, local_cluster_environment
 
     ingress = "proxy" if _haproxy_missing() else "haproxy"
-    saved = {k: os.environ.get(k) for k in INGRESSES[ingress]}
-    os.environ.update(INGRESSES[ingress])
+    environment = local_cluster_environment(ingress)
+    saved = {k: os.environ.get(k) for k in environment}
+    os.environ.update(environment)
     try:
         ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     finally:
@@ -346,9 +347,7 @@ def test_cli_serve_with_the_proxy_ingress(tiny_export, media):
     import sys
     import time
 
-    from sslrt.scale.serve import INGRESSES
-
-    env = {k: v for k, v in os.environ.items() if k not in INGRESSES["haproxy"] and k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local cluster
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "sslrt.cli", "serve", "-m", tiny_export.directory, "--port", str(port),
                              "--ingress", "proxy"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

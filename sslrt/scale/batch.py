@@ -257,6 +257,7 @@ def _pipeline(ds, plan: _Plan, kind: str, base: str, done: np.ndarray, *, actors
     import ray
     import ray.data
 
+    from sslrt.engines.base import check_batch_size
     from sslrt.graphs import input_shapes
 
     if actors < 1:
@@ -273,8 +274,6 @@ def _pipeline(ds, plan: _Plan, kind: str, base: str, done: np.ndarray, *, actors
     # Blocks of a few engine batches: small enough that the pairs of one file spread over the
     # actors, large enough that Ray Data's per-block work (scheduling in the driver, the object
     # store) is paid once per several batches.
-    from sslrt.engines.base import check_batch_size
-
     check_batch_size(batch_size)
     block_rows = batch_size * max(1, ROWS_PER_BLOCK // batch_size)
     ds = ds.repartition(target_num_rows_per_block=block_rows)

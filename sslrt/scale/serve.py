@@ -54,15 +54,23 @@ from starlette.responses import JSONResponse  # noqa: E402
 APP_NAME = "sslrt"
 DEFAULT_PORT = 8000
 
-# Ray Serve's environment of each ingress. The drain period is how long a stopping replica keeps
-# answering so that load balancers can drop it; Serve's 30 s default would make every stop (and
-# Ctrl-C) of a one-machine service wait that long, while the HAProxy here is updated by Serve itself.
-# A local cluster gets exactly the asked ingress's flags, whatever this shell's environment says.
+# Ray Serve's flags of each ingress. A local cluster gets exactly the asked ingress's flags,
+# whatever this shell's environment says.
 INGRESSES: dict[str, dict[str, str]] = {
     "proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
-    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
 }
+DEFAULT_INGRESS = "proxy"  # binds --host only (see the module's docstring)
+# How long a stopping replica behind HAProxy keeps answering so that load balancers can drop it:
+# Serve's 30 s default would make every stop (and Ctrl-C) of a one-machine service wait that
+# long, while the HAProxy here is updated by Serve itself. Set for a local cluster only.
+_LOCAL_DRAIN = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
+
+
+def local_cluster_environment(ingress: str) -> dict[str, str]:
+    """The environment a local cluster starts with to serve behind `ingress`: its flags, and a
+    short drain for a stopping replica."""
+    return {**INGRESSES[ingress], **_LOCAL_DRAIN}
 
 
 def _ingress_here() -> str:
@@ -293,12 +301,11 @@ class LocalizerService:
     @staticmethod
     def _overlay_png(image: ImageBytes, result) -> str:
         import cv2
-        import numpy as np
 
         from sslrt.preprocess import load_image
         from sslrt.runtime.overlay import render_overlay
 
-        rgb = load_image(image.name, np.frombuffer(image.data, dtype=np.uint8))
+        rgb = load_image(image.name, image.encoded())
         ok, data = cv2.imencode(".png", render_overlay(rgb, result.heatmap, result.bbox, result.peak, sounding=result.sounding))
         if not ok:
             raise SslrtError("could not encode the overlay")
@@ -344,8 +351,8 @@ def build_app(model=None, backend: str = "onnxruntime", precision: str | None = 
 
 
 def start(model=None, backend: str = "onnxruntime", precision: str | None = None, *, host: str = "127.0.0.1",
-          port: int = DEFAULT_PORT, address: str | None = None, access_log: bool = False, ingress: str = "proxy",
-          **options) -> str:
+          port: int = DEFAULT_PORT, address: str | None = None, access_log: bool = False,
+          ingress: str = DEFAULT_INGRESS, **options) -> str:
     """Start (or update) the service on the Ray cluster; returns its URL. Binds to `host` only
     (localhost unless told otherwise). `ingress`: "proxy" or "haproxy" (the module's docstring)."""
     if ingress not in INGRESSES:
@@ -354,10 +361,10 @@ def start(model=None, backend: str = "onnxruntime", precision: str | None = None
         missing = _haproxy_missing()  # on a joined cluster, HAProxy runs on its nodes, not here
         if missing:
             raise SslrtError(f"--ingress haproxy: {missing}")
-    connect(address, environment=INGRESSES[ingress])
+    connect(address, environment=local_cluster_environment(ingress))
     running = _cluster_ingress()
     if running != ingress:
-        flags = " ".join(f"{k}={v}" for k, v in INGRESSES[ingress].items() if k != "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S")
+        flags = " ".join(f"{k}={v}" for k, v in INGRESSES[ingress].items())
         raise SslrtError(f"--ingress {ingress}: this Ray cluster runs Serve's {running} ingress (Serve's processes read "
                          f"its flags when they start): start the cluster with {flags}, or use --ingress {running}")
     app = build_app(model, backend, precision, **options)
@@ -372,11 +379,11 @@ def stop() -> None:
     serve.shutdown()
 
 
-def serve_forever(model=None, backend: str = "onnxruntime", precision: str | None = None, *, announce=print, **options) -> None:
+def serve_forever(model=None, backend: str = "onnxruntime", precision: str | None = None, *, announce=print,
+                  ingress: str = DEFAULT_INGRESS, **options) -> None:
     """`sslrt serve`: start, say where, and serve until interrupted."""
-    url = start(model, backend, precision, **options)
-    announce(f"sslrt serve: {url}  (POST /localize, GET /healthz, GET /models; {options.get('ingress', 'proxy')} ingress); "
-             "Ctrl-C stops")
+    url = start(model, backend, precision, ingress=ingress, **options)
+    announce(f"sslrt serve: {url}  (POST /localize, GET /healthz, GET /models; {ingress} ingress); Ctrl-C stops")
     try:
         while True:
             time.sleep(3600)
