@@ -13,6 +13,8 @@ median ms/pair of each. Candidates:
 - ov throughput split: PERFORMANCE_HINT THROUGHPUT (NUM_STREAMS = cores, capped at 2), the batch
   split in one slice per stream, run concurrently (what sslrt's openvino backend does for batch >= 2);
 - ov throughput 1 request: the THROUGHPUT model, the whole batch on one request (one stream);
+- ov ... winograd (fp32 only): the same on the model with the wide 3x3 convolutions rewritten as
+  Winograd F(2x2, 3x3) (what sslrt's openvino backend runs for fp32; the other fp32 rows are direct);
 - ov bf16 (INT8 only): the CPU plugin's default inference precision on a CPU with bf16 instructions
   (sslrt forces f32: faster for INT8 here, and fp32 must stay fp32).
 """
@@ -45,6 +47,7 @@ def main() -> None:
 
     from sslrt.engines.onnxruntime import OnnxRuntimeEngine
     from sslrt.engines.openvino import LATENCY, THROUGHPUT, compile_properties, core
+    from sslrt.engines.openvino_winograd import apply_winograd
     from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE, input_shapes
     from sslrt.measure.bench import machine_info
     from sslrt.store.manifest import read_export
@@ -61,6 +64,11 @@ def main() -> None:
         compiled = {name: core().compile_model(model, "CPU", props) for name, props in {
             "latency": compile_properties(LATENCY), "throughput": compile_properties(THROUGHPUT),
             **({"bf16": {"PERFORMANCE_HINT": "LATENCY"}} if precision == "int8" else {})}.items()}
+        if precision == "fp32":
+            winograd = model.clone()
+            apply_winograd(winograd)
+            compiled["latency winograd"] = core().compile_model(winograd, "CPU", compile_properties(LATENCY))
+            compiled["throughput winograd"] = core().compile_model(winograd, "CPU", compile_properties(THROUGHPUT))
         streams = int(compiled["throughput"].get_property("NUM_STREAMS"))
         for batch in [int(b) for b in args.batch.split(",")]:
             feeds = {INPUT_IMAGE: rng.standard_normal((batch, *shapes[INPUT_IMAGE]), dtype=np.float32),
@@ -72,7 +80,7 @@ def main() -> None:
             thr = [compiled["throughput"].create_infer_request() for _ in range(streams)]
             bounds = np.linspace(0, batch, min(streams, batch) + 1).round().astype(int)
 
-            def split():
+            def split(thr=thr):
                 used = []
                 for r, lo, hi in zip(thr, bounds[:-1], bounds[1:]):
                     r.start_async({k: v[lo:hi] for k, v in feeds.items()}, share_inputs=True)
@@ -85,6 +93,11 @@ def main() -> None:
                           "ov latency static": lambda: lat_static.infer(feeds, share_inputs=True),
                           "ov throughput split": split,
                           "ov throughput 1 request": lambda: thr[0].infer(feeds, share_inputs=True)}
+            if "latency winograd" in compiled:
+                lat_w = compiled["latency winograd"].create_infer_request()
+                thr_w = [compiled["throughput winograd"].create_infer_request() for _ in range(streams)]
+                candidates["ov latency winograd"] = lambda: lat_w.infer(feeds, share_inputs=True)
+                candidates["ov throughput split winograd"] = lambda: split(thr_w)
             if "bf16" in compiled:
                 bf16 = compiled["bf16"].create_infer_request()
                 candidates["ov bf16 latency"] = lambda: bf16.infer(feeds, share_inputs=True)

@@ -33,11 +33,14 @@ def tiny_all(tmp_path_factory, tiny_checkpoint):
                              targets=["onnx_fp16", "onnx_int8"])
 
 
-def _fp32_parity(exported, batches=(1, 3, 8)):
+def _fp32_parity(exported, batches=(1, 3, 8), winograd_convolutions=0):
     model = resolve_model(exported.directory)
     feeds = _feeds(model.spec, max(batches))
     ort = create_engine("onnxruntime", model, "fp32")
     ov = create_engine("openvino", model, "fp32")
+    ov.load()
+    # the tiny model's convolutions are too narrow for the Winograd rewrite; the full-width ones are not
+    assert ov.winograd_rewritten == winograd_convolutions
     assert ov.backend == "openvino" and ov.precision == "fp32" and ov.device == "cpu"
     assert [s.name for s in ov.inputs] == [INPUT_IMAGE, INPUT_AUDIO] and ov.inputs[0].shape[0] is None
     for n in batches:  # 1: the latency model; 3 and 8: split across the throughput streams
@@ -59,7 +62,58 @@ def test_fp32_matches_onnxruntime_tiny(tiny_export):
 
 @pytest.mark.slow
 def test_fp32_matches_onnxruntime_golden(golden_export):
-    _fp32_parity(golden_export, batches=(1, 4))
+    _fp32_parity(golden_export, batches=(1, 4), winograd_convolutions=14)  # layer3 and layer4, both towers
+
+
+def _conv_model(layers, channels, height, width):
+    """An ov.Model of 3x3 convolutions (name, c_in, c_out, stride, pad, kernel) + ReLU, random weights."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(5)
+    x = ops.parameter([-1, channels, height, width], np.float32, name="x")
+    y = x
+    for c_in, c_out, stride, pad, kernel in layers:
+        w = (rng.standard_normal((c_out, c_in, kernel, kernel)) / np.sqrt(c_in * kernel * kernel)).astype(np.float32)
+        y = ops.relu(ops.add(ops.convolution(y, ops.constant(w), [stride] * 2, [pad] * 2, [pad] * 2, [1, 1]),
+                             ops.constant(rng.standard_normal((1, c_out, 1, 1)).astype(np.float32))))
+    return ov.Model([y], [x])
+
+
+@pytest.mark.parametrize("height,width", [(7, 9), (6, 6), (1, 2)])
+def test_winograd_rewrite_equals_the_direct_convolutions(height, width):
+    """Odd and even maps (a partial last tile is cut off), the batch folded into the tiles; only
+    3x3 stride-1 padding-1 convolutions with enough channels are rewritten."""
+    from sslrt.engines.openvino import LATENCY, compile_properties, core
+    from sslrt.engines.openvino_winograd import apply_winograd
+
+    layers = [(16, 24, 1, 1, 3),  # rewritten
+              (24, 24, 2, 1, 3),  # stride 2: kept
+              (24, 8, 1, 1, 3),  # 8 output channels < 16: kept
+              (8, 16, 1, 0, 1),  # 1x1: kept
+              (16, 16, 1, 1, 3)]  # rewritten
+    direct, rewritten = _conv_model(layers, 16, height, width), _conv_model(layers, 16, height, width)
+    assert apply_winograd(rewritten, min_channels=16) == 2
+    assert sum(op.get_type_name() == "Convolution" for op in rewritten.get_ordered_ops()) == 3
+    x = np.random.default_rng(1).standard_normal((3, 16, height, width), dtype=np.float32)
+    out = [core().compile_model(m, "CPU", compile_properties(LATENCY)).create_infer_request().infer({"x": x})[0]
+           for m in (direct, rewritten)]
+    assert out[0].shape == out[1].shape
+    assert np.abs(out[0] - out[1]).max() <= 1e-5 * max(1.0, np.abs(out[0]).max())
+    assert np.abs(out[0]).max() > 0.1  # not a vacuous comparison of zeros
+
+
+def test_winograd_is_for_fp32_and_can_be_turned_off(golden_export, monkeypatch):
+    from sslrt.engines.openvino import OpenVinoEngine
+
+    path = golden_export.directory + "/" + golden_export.artifacts["onnx_fp32"]["file"]
+    off = OpenVinoEngine(path, winograd=False)
+    off.load()
+    assert off.winograd_rewritten == 0 and not OpenVinoEngine(path, precision="int8").winograd
+    model = resolve_model(golden_export.directory)
+    assert create_engine("openvino", model, "fp32").winograd
+    monkeypatch.setenv("SSLRT_OPENVINO_WINOGRAD", "0")
+    assert not create_engine("openvino", model, "fp32").winograd
 
 
 def test_threads_and_the_latency_only_mode(tiny_export):

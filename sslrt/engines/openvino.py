@@ -6,6 +6,12 @@ int8 kernels) and, where the export has them, OpenVINO IR files (`openvino_int8*
 post-training quantization, see sslrt/export/openvino.py).
 
 Properties, as measured on a 2-core AMD EPYC (benchmarks/openvino_modes.py):
+- fp32 models get the wide 3x3 convolutions rewritten as Winograd F(2x2, 3x3) before compiling
+  (sslrt/engines/openvino_winograd.py): the direct kernels already run at the FMA peak, the
+  rewrite does 2.25x fewer multiplications there (fp32 1.11x at batch 1, 1.24x at batch 8 on the
+  full-width model; heatmaps within ~1e-6 of the direct graph and of the paper's own code). It
+  costs ~0.8 s more compiling at load on the full-width model (more, smaller nodes); a narrow
+  model has nothing to rewrite. `winograd=False`, or SSLRT_OPENVINO_WINOGRAD=0, keeps the graph.
 - INFERENCE_PRECISION_HINT f32 always. The CPU plugin's default on a CPU with bf16 instructions
   is bf16, which is not fp32 (heatmaps off by ~1e-2) and, for the INT8 graphs, also slower.
 - a batch of one runs on a LATENCY-compiled model (one stream, every thread on the one request);
@@ -65,9 +71,12 @@ class OpenVinoEngine(Engine):
     backend = "openvino"
 
     def __init__(self, model_path: str, precision: str = "fp32", threads: int | None = None,
-                 split_from: int | None = SPLIT_FROM, streams: int | None = None) -> None:
+                 split_from: int | None = SPLIT_FROM, streams: int | None = None, winograd: bool | None = None) -> None:
         self.model_path = model_path
         self.precision = precision
+        # None: for fp32 (the INT8 and fp16 graphs' weights are not plain fp32 constants anyway)
+        self.winograd = precision == "fp32" if winograd is None else bool(winograd)
+        self.winograd_rewritten = 0  # convolutions rewritten at load
         self._threads = threads
         self._streams = streams
         # None: every batch on the latency model (also where there is one stream to split across)
@@ -86,6 +95,10 @@ class OpenVinoEngine(Engine):
             model = ov_core.read_model(self.model_path)
         except Exception as exc:
             raise SslrtError(f"OpenVINO cannot read the model {self.model_path}: {first_line(exc)[:200]}") from None
+        if self.winograd:
+            from sslrt.engines.openvino_winograd import apply_winograd
+
+            self.winograd_rewritten = apply_winograd(model)
         self._model = model
         self._outputs = [o.get_any_name() for o in model.outputs]
         self._compile(LATENCY)
@@ -166,7 +179,8 @@ def _installed() -> bool:
 
 
 def _factory(artifact: Artifact, options: EngineOptions) -> OpenVinoEngine:
-    return OpenVinoEngine(artifact.path, precision=artifact.precision, threads=options.threads)
+    winograd = None if os.environ.get("SSLRT_OPENVINO_WINOGRAD", "1") != "0" else False
+    return OpenVinoEngine(artifact.path, precision=artifact.precision, threads=options.threads, winograd=winograd)
 
 
 ROWS = (
