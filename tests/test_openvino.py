@@ -38,9 +38,6 @@ def _fp32_parity(exported, batches=(1, 3, 8), winograd_convolutions=0):
     feeds = _feeds(model.spec, max(batches))
     ort = create_engine("onnxruntime", model, "fp32")
     ov = create_engine("openvino", model, "fp32")
-    ov.load()
-    # the tiny model's convolutions are too narrow for the Winograd rewrite; the full-width ones are not
-    assert ov.winograd_rewritten == winograd_convolutions
     assert ov.backend == "openvino" and ov.precision == "fp32" and ov.device == "cpu"
     assert [s.name for s in ov.inputs] == [INPUT_IMAGE, INPUT_AUDIO] and ov.inputs[0].shape[0] is None
     for n in batches:  # 1: the latency model; 3 and 8: split across the throughput streams
@@ -48,6 +45,8 @@ def _fp32_parity(exported, batches=(1, 3, 8), winograd_convolutions=0):
         ref, got = ort.run(part)[OUTPUT_HEATMAP], ov.run(part)[OUTPUT_HEATMAP]
         assert got.shape == ref.shape == (n, 1, *ref.shape[2:]) and got.dtype == np.float32
         assert np.abs(got - ref).max() < 1e-4, n
+    # split batches ran the Winograd model: the tiny model's convolutions are too narrow for it
+    assert ov.winograd_rewritten == winograd_convolutions
     for graph, name, output in (("vision", INPUT_IMAGE, OUTPUT_IMAGE_EMBEDDING), ("audio", INPUT_AUDIO, OUTPUT_AUDIO_EMBEDDING)):
         e_ort, e_ov = create_engine("onnxruntime", model, "fp32", graph=graph), create_engine("openvino", model, "fp32", graph=graph)
         for n in (1, 5):
@@ -107,9 +106,13 @@ def test_winograd_is_for_fp32_and_can_be_turned_off(golden_export, monkeypatch):
     from sslrt.engines.openvino import OpenVinoEngine
 
     path = golden_export.directory + "/" + golden_export.artifacts["onnx_fp32"]["file"]
-    off = OpenVinoEngine(path, winograd=False)
-    off.load()
-    assert off.winograd_rewritten == 0 and not OpenVinoEngine(path, precision="int8").winograd
+    feeds = _feeds(resolve_model(golden_export.directory).spec, 2)
+    on, off = OpenVinoEngine(path), OpenVinoEngine(path, winograd=False)
+    on.run({k: v[:1] for k, v in feeds.items()})
+    assert on.winograd_rewritten == 0  # a batch of one runs the direct graph
+    np.testing.assert_allclose(on.run(feeds)[OUTPUT_HEATMAP], off.run(feeds)[OUTPUT_HEATMAP], atol=1e-5)
+    assert on.winograd_rewritten == 14 and off.winograd_rewritten == 0
+    assert not OpenVinoEngine(path, precision="int8").winograd
     model = resolve_model(golden_export.directory)
     assert create_engine("openvino", model, "fp32").winograd
     monkeypatch.setenv("SSLRT_OPENVINO_WINOGRAD", "0")

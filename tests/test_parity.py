@@ -25,6 +25,19 @@ def test_cli_heatmap_matches_golden(backend, bound, golden, golden_export, capsy
         assert result["backend"] == backend and result["precision"] == "fp32"
 
 
+def test_openvino_split_batches_match_golden(golden, golden_export):
+    """A batch of the golden pairs on OpenVINO runs its Winograd throughput model (fp32)."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'sslrt[openvino]')")
+    import sslrt
+
+    pairs = [(SAMPLES / p["image"], SAMPLES / p["audio"]) for p in golden["pairs"]]
+    localizer = sslrt.load(golden_export.directory, backend="openvino")
+    got = list(localizer.localize_many(pairs, batch_size=len(pairs)))
+    assert sum(e.winograd_rewritten for e in localizer.engines.values()) == 14  # layer3 + layer4, both towers
+    for result, pair in zip(got, golden["pairs"]):
+        assert np.abs(result.heatmap - np.array(pair["heatmap"])).max() <= 1e-4
+
+
 def test_mp3_pair_matches_the_official_path(golden_checkpoint, golden_export):
     """No golden heatmap exists for the mp3: compare with the official transforms + reference network."""
     import torch

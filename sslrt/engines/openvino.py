@@ -6,12 +6,15 @@ int8 kernels) and, where the export has them, OpenVINO IR files (`openvino_int8*
 post-training quantization, see sslrt/export/openvino.py).
 
 Properties, as measured on a 2-core AMD EPYC (benchmarks/openvino_modes.py):
-- fp32 models get the wide 3x3 convolutions rewritten as Winograd F(2x2, 3x3) before compiling
-  (sslrt/engines/openvino_winograd.py): the direct kernels already run at the FMA peak, the
-  rewrite does 2.25x fewer multiplications there (fp32 1.11x at batch 1, 1.24x at batch 8 on the
-  full-width model; heatmaps within ~1e-6 of the direct graph and of the paper's own code). It
-  costs ~0.8 s more compiling at load on the full-width model (more, smaller nodes); a narrow
-  model has nothing to rewrite. `winograd=False`, or SSLRT_OPENVINO_WINOGRAD=0, keeps the graph.
+- fp32 batches that are split across the throughput streams run a model with the wide 3x3
+  convolutions rewritten as Winograd F(2x2, 3x3) (sslrt/engines/openvino_winograd.py): the direct
+  kernels already run at the FMA peak, the rewrite does 2.25x fewer multiplications there
+  (1.24x at batch 8 on the full-width model; heatmaps within ~1e-6 of the direct graph and of
+  the paper's own code). It costs ~0.8 s more compiling, paid with the first split batch; a
+  narrow model has nothing to rewrite. A batch of one stays on the direct graph: on its one
+  two-thread request the rewrite's many small nodes each end in a barrier, and the same process
+  measured 62 ms at one moment and 80-84 ms at another (direct: 68-76 ms). `winograd=False`, or
+  SSLRT_OPENVINO_WINOGRAD=0, keeps the direct graph everywhere.
 - INFERENCE_PRECISION_HINT f32 always. The CPU plugin's default on a CPU with bf16 instructions
   is bf16, which is not fp32 (heatmaps off by ~1e-2) and, for the INT8 graphs, also slower.
 - a batch of one runs on a LATENCY-compiled model (one stream, every thread on the one request);
@@ -76,7 +79,7 @@ class OpenVinoEngine(Engine):
         self.precision = precision
         # None: for fp32 (the INT8 and fp16 graphs' weights are not plain fp32 constants anyway)
         self.winograd = precision == "fp32" if winograd is None else bool(winograd)
-        self.winograd_rewritten = 0  # convolutions rewritten at load
+        self.winograd_rewritten = 0  # convolutions rewritten in the throughput model
         self._threads = threads
         self._streams = streams
         # None: every batch on the latency model (also where there is one stream to split across)
@@ -95,10 +98,6 @@ class OpenVinoEngine(Engine):
             model = ov_core.read_model(self.model_path)
         except Exception as exc:
             raise SslrtError(f"OpenVINO cannot read the model {self.model_path}: {first_line(exc)[:200]}") from None
-        if self.winograd:
-            from sslrt.engines.openvino_winograd import apply_winograd
-
-            self.winograd_rewritten = apply_winograd(model)
         self._model = model
         self._outputs = [o.get_any_name() for o in model.outputs]
         self._compile(LATENCY)
@@ -107,8 +106,14 @@ class OpenVinoEngine(Engine):
         """The compiled model of `hint` and its requests, compiled on first use."""
         if hint not in self._compiled:
             props = compile_properties(hint, self._threads, self._streams)
+            model = self._model
+            if hint == THROUGHPUT and self.winograd:
+                from sslrt.engines.openvino_winograd import apply_winograd
+
+                model = model.clone()
+                self.winograd_rewritten = apply_winograd(model)
             try:
-                compiled = core().compile_model(self._model, "CPU", props)
+                compiled = core().compile_model(model, "CPU", props)
             except Exception as exc:
                 raise SslrtError(f"OpenVINO cannot compile {self.model_path}: {first_line(exc)[:200]}") from None
             n = 1 if hint == LATENCY else int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
