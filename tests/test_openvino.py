@@ -33,14 +33,14 @@ def tiny_all(tmp_path_factory, tiny_checkpoint):
                              targets=["onnx_fp16", "onnx_int8"])
 
 
-def _fp32_parity(exported, batches=(1, 3, 8), winograd_convolutions=0):
+def _fp32_parity(exported, batches=(1, 3, 8, 11), winograd_convolutions=0):
     model = resolve_model(exported.directory)
     feeds = _feeds(model.spec, max(batches))
     ort = create_engine("onnxruntime", model, "fp32")
     ov = create_engine("openvino", model, "fp32")
     assert ov.backend == "openvino" and ov.precision == "fp32" and ov.device == "cpu"
     assert [s.name for s in ov.inputs] == [INPUT_IMAGE, INPUT_AUDIO] and ov.inputs[0].shape[0] is None
-    for n in batches:  # 1: the latency model; 3 and 8: split across the throughput streams
+    for n in batches:  # 1: the latency model; 3, 8: split across the throughput streams; 11: in two rounds
         part = {k: v[:n] for k, v in feeds.items()}
         ref, got = ort.run(part)[OUTPUT_HEATMAP], ov.run(part)[OUTPUT_HEATMAP]
         assert got.shape == ref.shape == (n, 1, *ref.shape[2:]) and got.dtype == np.float32

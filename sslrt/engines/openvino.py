@@ -19,7 +19,8 @@ Properties, as measured on a 2-core AMD EPYC (benchmarks/openvino_modes.py):
   is bf16, which is not fp32 (heatmaps off by ~1e-2) and, for the INT8 graphs, also slower.
 - a batch of one runs on a LATENCY-compiled model (one stream, every thread on the one request);
 - a batch of two or more is split across the streams of a THROUGHPUT-compiled model (one infer
-  request per stream, run concurrently) and the outputs concatenated in order: on two cores, two
+  request per stream, run concurrently, in rounds of at most PAIRS_PER_REQUEST pairs per request
+  so that memory stays that of a batch of 8) and the outputs concatenated in order: on two cores, two
   one-thread streams keep both cores busier than one two-thread stream (the convolutions of a
   14x14 map do not split well across threads).
 Both compiled models have a dynamic batch axis; each is compiled on first use and kept.
@@ -41,6 +42,10 @@ INSTALL = "openvino: pip install 'sslrt[openvino]'"
 LATENCY, THROUGHPUT = "LATENCY", "THROUGHPUT"
 # Batches below this run on the latency model; from it on, split across the throughput streams.
 SPLIT_FROM = 2
+# A split batch runs in rounds of at most this many pairs per stream: ms/pair is flat from 4
+# (benchmarks/cpu/scaling.md) while the intermediate tensors grow with the slice (fp32 with the
+# Winograd model: peak 744 MiB at batch 8, 1936 MiB at batch 64 in one request per stream).
+PAIRS_PER_REQUEST = 4
 
 _core = None
 _core_lock = threading.Lock()
@@ -158,15 +163,21 @@ class OpenVinoEngine(Engine):
             return {name: request.get_tensor(name).data.copy() for name in self._outputs}
 
     def _run_split(self, requests: list, feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-        """Contiguous slices of the batch, one per stream, run concurrently; outputs in order."""
-        bounds = np.linspace(0, batch, min(len(requests), batch) + 1).round().astype(int)
-        used = []
-        for request, lo, hi in zip(requests, bounds[:-1], bounds[1:]):
-            request.start_async({k: v[lo:hi] for k, v in feeds.items()}, share_inputs=True)
-            used.append(request)
-        for request in used:
-            request.wait()
-        return {name: np.concatenate([r.get_tensor(name).data for r in used]) for name in self._outputs}
+        """Contiguous slices of the batch, one per stream, run concurrently, in rounds of at most
+        PAIRS_PER_REQUEST pairs per request; outputs in order."""
+        streams = min(len(requests), batch)
+        rounds = -(-batch // (streams * PAIRS_PER_REQUEST))
+        bounds = np.linspace(0, batch, rounds * streams + 1).round().astype(int)  # even slices, every round full
+        parts: dict[str, list] = {name: [] for name in self._outputs}
+        for r in range(rounds):
+            used = requests[:streams]
+            for request, lo, hi in zip(used, bounds[r * streams:], bounds[r * streams + 1:(r + 1) * streams + 1]):
+                request.start_async({k: v[lo:hi] for k, v in feeds.items()}, share_inputs=True)
+            for request in used:
+                request.wait()
+            for name in self._outputs:  # copied: the next round writes into the same output tensors
+                parts[name].extend(request.get_tensor(name).data.copy() for request in used)
+        return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
     def close(self) -> None:
         with self._lock:
