@@ -9,7 +9,7 @@ Properties, as measured on a 2-core AMD EPYC (benchmarks/openvino_modes.py):
 - fp32 batches that are split across the throughput streams run a model with the wide 3x3
   convolutions rewritten as Winograd F(2x2, 3x3) (sslrt/engines/openvino_winograd.py): the direct
   kernels already run at the FMA peak, the rewrite does 2.25x fewer multiplications there
-  (1.24x at batch 8 on the full-width model; heatmaps within ~1e-6 of the direct graph and of
+  (~1.25x at batch 8 on the full-width model; heatmaps within ~1e-6 of the direct graph and of
   the paper's own code). It costs ~0.8 s more compiling, paid with the first split batch; a
   narrow model has nothing to rewrite. A batch of one stays on the direct graph: on its one
   two-thread request the rewrite's many small nodes each end in a barrier, and the same process
@@ -19,8 +19,8 @@ Properties, as measured on a 2-core AMD EPYC (benchmarks/openvino_modes.py):
   is bf16, which is not fp32 (heatmaps off by ~1e-2) and, for the INT8 graphs, also slower.
 - a batch of one runs on a LATENCY-compiled model (one stream, every thread on the one request);
 - a batch of two or more is split across the streams of a THROUGHPUT-compiled model (one infer
-  request per stream, run concurrently, in rounds of at most PAIRS_PER_REQUEST pairs per request
-  so that memory stays that of a batch of 8) and the outputs concatenated in order: on two cores, two
+  request per stream, run concurrently, in rounds of at most PAIRS_PER_REQUEST (4) pairs per
+  request so that memory does not grow with the batch) and the outputs concatenated in order: on two cores, two
   one-thread streams keep both cores busier than one two-thread stream (the convolutions of a
   14x14 map do not split well across threads).
 Both compiled models have a dynamic batch axis; each is compiled on first use and kept.
@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -113,10 +114,7 @@ class OpenVinoEngine(Engine):
             props = compile_properties(hint, self._threads, self._streams)
             model = self._model
             if hint == THROUGHPUT and self.winograd:
-                from sslrt.engines.openvino_winograd import apply_winograd
-
-                model = model.clone()
-                self.winograd_rewritten = apply_winograd(model)
+                model = self._winograd_model()
             try:
                 compiled = core().compile_model(model, "CPU", props)
             except Exception as exc:
@@ -125,6 +123,20 @@ class OpenVinoEngine(Engine):
             self._requests[hint] = [compiled.create_infer_request() for _ in range(max(1, n))]
             self._compiled[hint] = compiled
         return self._compiled[hint]
+
+    def _winograd_model(self):
+        """A copy of the read model with the Winograd rewrite; the direct model (and a warning)
+        where the rewrite fails, e.g. on an OpenVINO whose Python opset differs."""
+        from sslrt.engines.openvino_winograd import apply_winograd
+
+        model = self._model.clone()
+        try:
+            self.winograd_rewritten = apply_winograd(model)
+            return model
+        except Exception as exc:
+            warnings.warn(f"OpenVINO: the Winograd rewrite failed ({first_line(exc)[:160]}); running the direct graph")
+            self.winograd_rewritten = 0
+            return self._model
 
     def _specs(self, ports) -> list[TensorSpec]:
         specs = []
@@ -170,11 +182,14 @@ class OpenVinoEngine(Engine):
         bounds = np.linspace(0, batch, rounds * streams + 1).round().astype(int)  # even slices, every round full
         parts: dict[str, list] = {name: [] for name in self._outputs}
         for r in range(rounds):
-            used = requests[:streams]
-            for request, lo, hi in zip(used, bounds[r * streams:], bounds[r * streams + 1:(r + 1) * streams + 1]):
-                request.start_async({k: v[lo:hi] for k, v in feeds.items()}, share_inputs=True)
-            for request in used:
-                request.wait()
+            used = []
+            try:
+                for request, lo, hi in zip(requests, bounds[r * streams:], bounds[r * streams + 1:(r + 1) * streams + 1]):
+                    request.start_async({k: v[lo:hi] for k, v in feeds.items()}, share_inputs=True)
+                    used.append(request)
+            finally:  # never leave a request running on the caller's arrays (share_inputs)
+                for request in used:
+                    request.wait()
             for name in self._outputs:  # copied: the next round writes into the same output tensors
                 parts[name].extend(request.get_tensor(name).data.copy() for request in used)
         return {name: np.concatenate(chunks) for name, chunks in parts.items()}
@@ -195,7 +210,9 @@ def _installed() -> bool:
 
 
 def _factory(artifact: Artifact, options: EngineOptions) -> OpenVinoEngine:
-    winograd = None if os.environ.get("SSLRT_OPENVINO_WINOGRAD", "1") != "0" else False
+    # SSLRT_OPENVINO_WINOGRAD=0 (or false, no, off) keeps the direct graph
+    off = os.environ.get("SSLRT_OPENVINO_WINOGRAD", "").strip().lower() in ("0", "false", "no", "off")
+    winograd = False if off else None
     return OpenVinoEngine(artifact.path, precision=artifact.precision, threads=options.threads, winograd=winograd)
 
 
