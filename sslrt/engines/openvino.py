@@ -10,8 +10,9 @@ Properties, as measured on a 2-core AMD EPYC (benchmarks/openvino_modes.py):
   convolutions rewritten as Winograd F(2x2, 3x3) (sslrt/engines/openvino_winograd.py): the direct
   kernels already run at the FMA peak, the rewrite does 2.25x fewer multiplications there
   (~1.25x at batch 8 on the full-width model; heatmaps within ~1e-6 of the direct graph and of
-  the paper's own code). It costs ~0.8 s more compiling, paid with the first split batch; a
-  narrow model has nothing to rewrite. A batch of one stays on the direct graph: on its one
+  the paper's own code). It costs ~0.8 s more compiling, paid with the first split batch, and
+  ~300 MiB more resident (its own transformed weights: peak 604 vs 307 MiB at batch 2,
+  benchmarks/cpu/scaling.md); a narrow model has nothing to rewrite. A batch of one stays on the direct graph: on its one
   two-thread request the rewrite's many small nodes each end in a barrier, and the same process
   measured 62 ms at one moment and 80-84 ms at another (direct: 68-76 ms). `winograd=False`, or
   SSLRT_OPENVINO_WINOGRAD=0, keeps the direct graph everywhere.
