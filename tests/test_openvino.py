@@ -117,6 +117,7 @@ def test_winograd_is_for_fp32_and_can_be_turned_off(golden_export, monkeypatch):
     assert on.winograd_rewritten == 0  # a batch of one runs the direct graph
     np.testing.assert_allclose(on.run(feeds)[OUTPUT_HEATMAP], off.run(feeds)[OUTPUT_HEATMAP], atol=1e-5)
     assert on.winograd_rewritten == 14 and off.winograd_rewritten == 0
+    assert "14 convolutions as Winograd" in on.describe() and "Winograd" not in off.describe()
     assert not OpenVinoEngine(path, precision="int8").winograd
     model = resolve_model(golden_export.directory)
     assert create_engine("openvino", model, "fp32").winograd

@@ -126,6 +126,12 @@ class OpenVinoEngine(Engine):
             self._compiled[hint] = compiled
         return self._compiled[hint]
 
+    def describe(self) -> str:
+        text = super().describe()
+        if self.winograd_rewritten:
+            text += f" (split batches: {self.winograd_rewritten} convolutions as Winograd F(2x2,3x3))"
+        return text
+
     def _winograd_model(self):
         """A copy of the read model with the Winograd rewrite; the direct model (and a warning)
         where the rewrite fails, e.g. on an OpenVINO whose Python opset differs."""
