@@ -12,18 +12,20 @@ Properties, as measured on a 2-core AMD EPYC (benchmarks/openvino_modes.py):
   (~1.25x at batch 8 on the full-width model; heatmaps within ~1e-6 of the direct graph and of
   the paper's own code). It costs ~0.8 s more compiling, paid with the first split batch, and
   ~300 MiB more resident (its own transformed weights: peak 604 vs 307 MiB at batch 2,
-  benchmarks/cpu/scaling.md); a narrow model has nothing to rewrite. A batch of one stays on the direct graph: on its one
-  two-thread request the rewrite's many small nodes each end in a barrier, and the same process
-  measured 62 ms at one moment and 80-84 ms at another (direct: 68-76 ms). `winograd=False`, or
-  SSLRT_OPENVINO_WINOGRAD=0, keeps the direct graph everywhere.
+  benchmarks/cpu/scaling.md); a narrow model has nothing to rewrite. A batch of one stays on the
+  direct graph: on its one two-thread request the rewrite measured 61-63 ms in some processes and
+  79-84 ms in others, at times switching mid-run, with both threads fully busy on their own cores
+  either way (the machine's state; the direct graph: 68 and 71-72 ms), while the split streams
+  measured 54-56 ms in every state. `winograd=False`, or SSLRT_OPENVINO_WINOGRAD=0, keeps the
+  direct graph everywhere.
 - INFERENCE_PRECISION_HINT f32 always. The CPU plugin's default on a CPU with bf16 instructions
   is bf16, which is not fp32 (heatmaps off by ~1e-2) and, for the INT8 graphs, also slower.
 - a batch of one runs on a LATENCY-compiled model (one stream, every thread on the one request);
 - a batch of two or more is split across the streams of a THROUGHPUT-compiled model (one infer
   request per stream, run concurrently, in rounds of at most PAIRS_PER_REQUEST (4) pairs per
-  request so that memory does not grow with the batch) and the outputs concatenated in order: on two cores, two
-  one-thread streams keep both cores busier than one two-thread stream (the convolutions of a
-  14x14 map do not split well across threads).
+  request so that memory does not grow with the batch) and the outputs concatenated in order: on
+  two cores, two one-thread streams keep both cores busier than one two-thread stream (the
+  convolutions of a 14x14 map do not split well across threads).
 Both compiled models have a dynamic batch axis (a static batch of one measured no faster: 68.7 vs
 68.8 ms fp32, 20.4 vs 20.5 ms INT8); each is compiled on first use and kept.
 `threads` sets INFERENCE_NUM_THREADS (and caps the streams). No torch, and openvino is imported
