@@ -47,7 +47,7 @@ def main() -> None:
 
     engine = create_engine("onnxruntime", source)
     calls = -(-1000 // args.batch)
-    per_call = bench_engine(engine, args.batch, min_runs=calls, min_seconds=0, max_runs=calls)
+    per_call = bench_engine(engine, args.batch, source.spec, min_runs=calls, min_seconds=0, max_runs=calls)
     engine_s = float(np.sum(per_call)) / 1e3 * (1000 / (calls * args.batch))
     engine.close()
 

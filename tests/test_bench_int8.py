@@ -47,9 +47,25 @@ def test_bench_report(tmp_path, tiny_export, capsys):
         if r["backend"] == "torch":
             assert r["speedup"] == 1.0
     assert 0 < result["interactive"]["ratio"]
+    # engine rows carry their process CPU per pair; the preparation's CPU per pair is measured once
+    assert all(r["cpu_ms_per_pair"] > 0 for r in rows if r["scope"] == "engine")
+    assert all(r["cpu_ms_per_pair"] is None for r in rows if r["scope"] == "e2e")
+    assert result["prepare_cpu_ms_per_pair"] > 0 and result["cores"] >= 1
     # 2 batches x (engine table + e2e table + e2e/engine ratio table)
-    assert (tmp_path / "rep" / "bench.md").read_text().count("| onnxruntime | fp32 |") == 6
+    report = (tmp_path / "rep" / "bench.md").read_text()
+    assert report.count("| onnxruntime | fp32 |") == 6
+    assert "| e2e / engine | engine CPU ms/pair | CPU bound |" in report
     assert "speed-up" in stdout
+
+
+def test_cpu_bound():
+    from sslrt.measure.bench import cpu_bound
+
+    # the engine keeps 2 cores busy (40 ms CPU in 20 ms): 10 ms more CPU per pair caps end to end at 40/50
+    assert cpu_bound(20.0, 40.0, 10.0, 2) == 0.8
+    # an engine that leaves a core idle can hide the preparation entirely
+    assert cpu_bound(20.0, 20.0, 10.0, 2) == 1.0
+    assert cpu_bound(20.0, 20.0, 30.0, 2) == 0.8
 
 
 def test_bench_bad_arguments(tiny_export, capsys):

@@ -40,21 +40,27 @@ class Row:
     ms_per_pair: float
     speedup: float | None = None  # reference ms_per_pair / this ms_per_pair, same scope and batch
     runs: int = 0
+    cpu_ms_per_pair: float | None = None  # engine rows: process CPU time (all threads) per pair
 
 
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def time_calls(fn, warmup: int = 2, min_runs: int = 10, min_seconds: float = 2.0, max_runs: int = 500) -> list[float]:
-    """Call fn until both min_runs and min_seconds are reached; returns per-call milliseconds."""
+def time_calls(fn, warmup: int = 2, min_runs: int = 10, min_seconds: float = 2.0, max_runs: int = 500,
+               cpu_ms: list | None = None) -> list[float]:
+    """Call fn until both min_runs and min_seconds are reached; returns per-call milliseconds.
+    With `cpu_ms` (a list), appends the process's CPU milliseconds per call over the timed calls
+    (every thread's: the engine's pools included)."""
     for _ in range(warmup):
         fn()
-    times, start = [], time.perf_counter()
+    times, start, cpu_start = [], time.perf_counter(), time.process_time()
     while len(times) < max_runs and (len(times) < min_runs or time.perf_counter() - start < min_seconds):
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1e3)
+    if cpu_ms is not None:
+        cpu_ms.append((time.process_time() - cpu_start) * 1e3 / len(times))
     return times
 
 
@@ -66,6 +72,7 @@ def _row(scope, backend, precision, batch, times, pairs_per_call) -> Row:
 
 
 def bench_engine(engine, batch: int, spec, seed: int = 0, **timing) -> list[float]:
+    """Per-call milliseconds of engine.run on one generated batch (`timing`: see time_calls)."""
     rng = np.random.default_rng(seed)
     shapes = input_shapes(spec)
     feeds = {INPUT_IMAGE: rng.standard_normal((batch, *shapes[INPUT_IMAGE]), dtype=np.float32),
@@ -139,10 +146,13 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
                 continue
             for batch in batches:
                 say(f"engine {backend} {precision} batch {batch}")
-                rows.append(_row("engine", backend, precision, batch, bench_engine(engine, batch, source.spec, **timing), batch))
+                cpu: list[float] = []
+                rows.append(_row("engine", backend, precision, batch, bench_engine(engine, batch, source.spec, cpu_ms=cpu, **timing), batch))
+                rows[-1].cpu_ms_per_pair = cpu[0] / batch
             engine.close()
 
     interactive = None
+    prepare_cpu_ms = None
     if "e2e" in scopes:
         from sslrt.runtime.pipeline import Localizer
 
@@ -160,6 +170,8 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
                 for batch in batches:
                     say(f"e2e {backend} {precision} batch {batch}")
                     e2e_pass(loc, pairs, batch, is_ref)  # warm-up: page cache, lazy initialisation
+                    if prepare_cpu_ms is None:
+                        prepare_cpu_ms = prepare_cpu(loc, pairs)
                     total_ms, per_batch = e2e_pass(loc, pairs, batch, is_ref)
                     rows.append(Row("e2e", backend, precision, batch, statistics.median(per_batch), _percentile(per_batch, 90),
                                     _percentile(per_batch, 99), len(pairs) / (total_ms / 1e3), total_ms / len(pairs),
@@ -176,7 +188,28 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
                       "checkpoint_sha256": exported.checkpoint_sha256},
             "machine": machine_info(), "threads": threads, "reference": "torch fp32 eager, fused graph, sequential",
             "e2e_inputs": f"{e2e_pairs} pairs of a {e2e_image_size}x{e2e_image_size} JPEG (quality 90) and a 10 s 16 kHz wav",
-            "rows": [asdict(r) for r in rows], "interactive": interactive, "skipped": skipped}
+            "rows": [asdict(r) for r in rows], "interactive": interactive, "skipped": skipped,
+            "prepare_cpu_ms_per_pair": prepare_cpu_ms, "cores": threads or os.cpu_count() or 1}
+
+
+def prepare_cpu(loc, pairs, settle_s: float = 0.05) -> float:
+    """CPU milliseconds per pair of decoding and preprocessing alone (`Localizer.prepare`, one
+    thread, empty caches): the host work every pair adds to the engine's."""
+    for cache in (loc.image_cache, loc.audio_cache):
+        if cache is not None:
+            cache.clear()
+    time.sleep(settle_s)  # the engine's pools stop spinning (their CPU is not the preparation's)
+    start = time.process_time()
+    for image, audio in pairs:
+        loc.prepare(image, audio)
+    return (time.process_time() - start) * 1e3 / len(pairs)
+
+
+def cpu_bound(engine_ms_per_pair: float, engine_cpu_ms: float, prepare_cpu_ms: float, cores: int) -> float:
+    """The most end to end can reach, as a fraction of engine-only throughput, when every pair's
+    engine and preparation CPU share `cores` cores perfectly: a pair takes at least its engine
+    time and at least its share of the CPU work."""
+    return engine_ms_per_pair / max(engine_ms_per_pair, (engine_cpu_ms + prepare_cpu_ms) / cores)
 
 
 def e2e_pass(loc, pairs, batch: int, sequential: bool) -> tuple[float, list[float]]:
@@ -234,11 +267,23 @@ def markdown_report(result: dict) -> str:
                   f"{it['backend']} {it['precision']}: full pair {it['full_pair_ms']:.1f} ms, extra sound {it['extra_sound_ms']:.1f} ms "
                   f"= {it['ratio']:.0%} of a full pair.", ""]
     e2e = {(r["backend"], r["precision"], r["batch"]): r for r in result["rows"] if r["scope"] == "e2e"}
-    ratios = [(k, e2e[k]["pairs_per_s"] / r["pairs_per_s"]) for k, r in
+    ratios = [(k, r, e2e[k]["pairs_per_s"] / r["pairs_per_s"]) for k, r in
               (((r["backend"], r["precision"], r["batch"]), r) for r in result["rows"] if r["scope"] == "engine") if k in e2e]
-    if ratios:
+    prep = result.get("prepare_cpu_ms_per_pair")
+    if ratios and prep is not None:
+        cores = result.get("cores") or m["cores"]
+        lines += ["## End to end vs engine only (throughput)", "",
+                  f"Decoding and preprocessing take {prep:.1f} ms of CPU per pair (one thread). CPU bound: the most end to end can "
+                  f"reach when each pair's engine CPU and that work share the {cores} cores perfectly.", "",
+                  "| backend | precision | batch | e2e / engine | engine CPU ms/pair | CPU bound |", "|---|---|---:|---:|---:|---:|"]
+        for (b, p, n), r, x in ratios:
+            eng_cpu = r.get("cpu_ms_per_pair")
+            bound = f"{cpu_bound(r['ms_per_pair'], eng_cpu, prep, cores):.0%}" if eng_cpu is not None else "n/a"
+            lines.append(f"| {b} | {p} | {n} | {x:.0%} | " + (f"{eng_cpu:.1f}" if eng_cpu is not None else "n/a") + f" | {bound} |")
+        lines.append("")
+    elif ratios:
         lines += ["## End to end vs engine only (throughput)", "", "| backend | precision | batch | e2e / engine |", "|---|---|---:|---:|"]
-        lines += [f"| {b} | {p} | {n} | {x:.0%} |" for (b, p, n), x in ratios]
+        lines += [f"| {b} | {p} | {n} | {x:.0%} |" for (b, p, n), _, x in ratios]
         lines.append("")
     if result["skipped"]:
         lines += ["Skipped: " + "; ".join(result["skipped"]), ""]
