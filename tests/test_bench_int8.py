@@ -55,6 +55,14 @@ def test_bench_report(tmp_path, tiny_export, capsys):
     report = (tmp_path / "rep" / "bench.md").read_text()
     assert report.count("| onnxruntime | fp32 |") == 6
     assert "| e2e / engine | engine CPU ms/pair | CPU bound |" in report
+    # the pick-a-backend table names, per precision and batch, the backend with the most pairs/s
+    from sslrt.measure.bench import fastest
+
+    best = fastest(rows)
+    for n in (1, 2):
+        assert best[("fp32", n, "e2e")]["pairs_per_s"] == max(r["pairs_per_s"] for r in rows if r["scope"] == "e2e" and r["batch"] == n)
+        engine = best[("fp32", n, "engine")]
+        assert f"| fp32 | {n} | {engine['backend']} ({engine['speedup']:.2f}x) |" in report
     assert "speed-up" in stdout
 
 

@@ -285,10 +285,43 @@ def markdown_report(result: dict) -> str:
         lines += ["## End to end vs engine only (throughput)", "", "| backend | precision | batch | e2e / engine |", "|---|---|---:|---:|"]
         lines += [f"| {b} | {p} | {n} | {x:.0%} |" for (b, p, n), _, x in ratios]
         lines.append("")
+    lines += fastest_section(result["rows"])
     if result["skipped"]:
         lines += ["Skipped: " + "; ".join(result["skipped"]), ""]
     lines += ["Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]
     return "\n".join(lines)
+
+
+def fastest(rows: list[dict]) -> dict:
+    """(precision, batch, scope) -> the row with the most pairs/s among the measured backends."""
+    best: dict = {}
+    for r in rows:
+        key = (r["precision"], r["batch"], r["scope"])
+        if key not in best or r["pairs_per_s"] > best[key]["pairs_per_s"]:
+            best[key] = r
+    return best
+
+
+def fastest_section(rows: list[dict]) -> list[str]:
+    """The table a user picks a backend from: per precision and batch, the fastest measured
+    backend engine only and end to end, with its speed-up over the reference."""
+    best = fastest(rows)
+    keys = sorted({(p, n) for p, n, _ in best}, key=lambda k: (k[0] != "fp32", k[0], k[1]))
+    if not keys:
+        return []
+
+    def cell(row):
+        if row is None:
+            return "not measured"
+        return f"{row['backend']} ({row['speedup']:.2f}x)" if row["speedup"] is not None else row["backend"]
+
+    lines = ["## Fastest here", "", "| precision | batch | engine only | end to end |", "|---|---:|---|---|"]
+    lines += [f"| {p} | {n} | {cell(best.get((p, n, 'engine')))} | {cell(best.get((p, n, 'e2e')))} |" for p, n in keys]
+    top = max((r for (p, n, scope), r in best.items() if scope == "e2e"), key=lambda r: r["pairs_per_s"], default=None)
+    if top is not None:
+        lines += ["", f"Most pairs/s end to end: `sslrt run --pairs ... --backend {top['backend']} --precision {top['precision']} --batch-size {top['batch']}` "
+                      f"({top['pairs_per_s']:.1f} pairs/s)."]
+    return lines + [""]
 
 
 def plot_report(result: dict, path: str) -> bool:
