@@ -442,7 +442,7 @@ class Localizer:
         engine runs the next batch (~1 ms per pair of NumPy/OpenCV that left the engine idle), so a
         batch's results come out once the next batch has run: end to end at batch 8, INT8, full
         width, 0.8-2.9% more pairs/s (interleaved A/B, 360 and 1024 px, both CPU backends); more
-        where the engine runs on a GPU and the host work is a bigger share.
+        to gain where the host work is a bigger share (a GPU engine; not measured here).
         """
         check_batch_size(batch_size)
         if workers is None:
