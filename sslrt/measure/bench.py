@@ -192,12 +192,17 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
             "prepare_cpu_ms_per_pair": prepare_cpu_ms, "cores": threads or os.cpu_count() or 1}
 
 
-def prepare_cpu(loc, pairs, settle_s: float = 0.05) -> float:
-    """CPU milliseconds per pair of decoding and preprocessing alone (`Localizer.prepare`, one
-    thread, empty caches): the host work every pair adds to the engine's."""
+def _clear_caches(loc) -> None:
+    """Empty the Localizer's embedding caches (absent on the fused path): every pair prepared anew."""
     for cache in (loc.image_cache, loc.audio_cache):
         if cache is not None:
             cache.clear()
+
+
+def prepare_cpu(loc, pairs, settle_s: float = 0.05) -> float:
+    """CPU milliseconds per pair of decoding and preprocessing alone (`Localizer.prepare`, one
+    thread, empty caches): the host work every pair adds to the engine's."""
+    _clear_caches(loc)
     time.sleep(settle_s)  # the engine's pools stop spinning (their CPU is not the preparation's)
     start = time.process_time()
     for image, audio in pairs:
@@ -214,9 +219,7 @@ def cpu_bound(engine_ms_per_pair: float, engine_cpu_ms: float, prepare_cpu_ms: f
 
 def e2e_pass(loc, pairs, batch: int, sequential: bool) -> tuple[float, list[float]]:
     """One pass over the pair files with empty embedding caches: (total ms, ms between batch completions)."""
-    for cache in (loc.image_cache, loc.audio_cache):
-        if cache is not None:
-            cache.clear()
+    _clear_caches(loc)
     marks, start = [], time.perf_counter()
     for i, _ in enumerate(loc.localize_many(pairs, batch_size=batch, workers=0 if sequential else None), start=1):
         if i % batch == 0 or i == len(pairs):
@@ -270,20 +273,22 @@ def markdown_report(result: dict) -> str:
     ratios = [(k, r, e2e[k]["pairs_per_s"] / r["pairs_per_s"]) for k, r in
               (((r["backend"], r["precision"], r["batch"]), r) for r in result["rows"] if r["scope"] == "engine") if k in e2e]
     prep = result.get("prepare_cpu_ms_per_pair")
-    if ratios and prep is not None:
-        cores = result.get("cores") or m["cores"]
-        lines += ["## End to end vs engine only (throughput)", "",
-                  f"Decoding and preprocessing take {prep:.1f} ms of CPU per pair (one thread). CPU bound: the most end to end can "
-                  f"reach when each pair's engine CPU and that work share the {cores} cores perfectly.", "",
-                  "| backend | precision | batch | e2e / engine | engine CPU ms/pair | CPU bound |", "|---|---|---:|---:|---:|---:|"]
-        for (b, p, n), r, x in ratios:
-            eng_cpu = r.get("cpu_ms_per_pair")
-            bound = f"{cpu_bound(r['ms_per_pair'], eng_cpu, prep, cores):.0%}" if eng_cpu is not None else "n/a"
-            lines.append(f"| {b} | {p} | {n} | {x:.0%} | " + (f"{eng_cpu:.1f}" if eng_cpu is not None else "n/a") + f" | {bound} |")
-        lines.append("")
-    elif ratios:
-        lines += ["## End to end vs engine only (throughput)", "", "| backend | precision | batch | e2e / engine |", "|---|---|---:|---:|"]
-        lines += [f"| {b} | {p} | {n} | {x:.0%} |" for (b, p, n), _, x in ratios]
+    if ratios:
+        lines += ["## End to end vs engine only (throughput)", ""]
+        if prep is None:  # a report written before the CPU columns
+            lines += ["| backend | precision | batch | e2e / engine |", "|---|---|---:|---:|"]
+            lines += [f"| {b} | {p} | {n} | {x:.0%} |" for (b, p, n), _, x in ratios]
+        else:
+            cores = result.get("cores") or m["cores"]
+            lines += [f"Decoding and preprocessing take {prep:.1f} ms of CPU per pair (one thread). CPU bound: the most end to end "
+                      f"can reach when each pair's engine CPU and that work share the {cores} cores perfectly.", "",
+                      "| backend | precision | batch | e2e / engine | engine CPU ms/pair | CPU bound |", "|---|---|---:|---:|---:|---:|"]
+            for (b, p, n), r, x in ratios:
+                eng_cpu = r.get("cpu_ms_per_pair")
+                if eng_cpu is None:
+                    lines.append(f"| {b} | {p} | {n} | {x:.0%} | n/a | n/a |")
+                else:
+                    lines.append(f"| {b} | {p} | {n} | {x:.0%} | {eng_cpu:.1f} | {cpu_bound(r['ms_per_pair'], eng_cpu, prep, cores):.0%} |")
         lines.append("")
     lines += fastest_section(result["rows"])
     if result["skipped"]:
