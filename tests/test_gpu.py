@@ -228,6 +228,36 @@ def test_fp16_onnx_keeps_float32_io_and_is_recorded(tiny_export_fp16):
     assert parity["within_budget"] is True and parity["provider"] == "CPUExecutionProvider"
 
 
+def test_fp16_conversion_keeps_one_of_repeated_casts():
+    """onnxruntime's fp16 converter before 1.32 writes one Cast(fp32) per kept-fp32 consumer of an
+    fp16 tensor, all to the same name (seen with onnxruntime-gpu 1.31.1 on an H100 machine): the
+    graph is repaired to one Cast, and two different nodes writing one tensor are refused."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sslrt.export.fp16 import _drop_repeated_nodes
+
+    def cast():
+        return helper.make_node("Cast", ["h"], ["h_cast_to_fp32"], to=TensorProto.FLOAT, name="h_cast_to_fp32_node")
+
+    nodes = [helper.make_node("Relu", ["x"], ["h"], name="relu"), cast(),
+             helper.make_node("ReduceL2", ["h_cast_to_fp32"], ["n"], keepdims=1, name="norm"), cast(),
+             helper.make_node("Div", ["h_cast_to_fp32", "n"], ["y"], name="div")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(onnx.checker.ValidationError, match="single static assignment"):
+        onnx.checker.check_model(model)
+    _drop_repeated_nodes(model.graph)
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["Relu", "Cast", "ReduceL2", "Div"]
+
+    model.graph.node[3].CopyFrom(helper.make_node("Cast", ["x"], ["h_cast_to_fp32"], to=TensorProto.FLOAT))
+    model.graph.node.append(cast())
+    with pytest.raises(SslrtError, match="twice, from different nodes"):
+        _drop_repeated_nodes(model.graph)
+
+
 def test_fp16_onnx_on_cpu_within_the_fp16_budget(tiny_export_fp16):
     from sslrt.engines.onnxruntime import OnnxRuntimeEngine
     from sslrt.engines.torch import TorchEngine

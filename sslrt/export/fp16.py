@@ -37,10 +37,29 @@ def convert_fp16(src: str, dst: str) -> None:
         # By node name where the exporter's scope names survive, else by op type.
         model = convert_float_to_float16(model, keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS,
                                          node_block_list=head if towers else None)
+    _drop_repeated_nodes(model.graph)
     _drop_cast_round_trips(model.graph)
     _toposort(model.graph)  # the converter appends its input casts after their consumers
     onnx.save(model, dst)
     onnx.checker.check_model(dst)
+
+
+def _drop_repeated_nodes(graph) -> None:
+    """Keep one of identical nodes that write the same tensor. onnxruntime's converter before 1.32
+    inserts one Cast(fp32) per kept-fp32 consumer of an fp16 tensor, each writing the same
+    `<name>_cast_to_fp32` (seen with onnxruntime-gpu 1.31.1 on the towers' last ReLU, read by two
+    head nodes), which breaks the graph's single-assignment form; 1.32 shares one Cast."""
+    first: dict[str, object] = {}
+    keep = []
+    for node in graph.node:
+        earlier = next((first[o] for o in node.output if o in first), None)
+        if earlier is None:
+            first.update((o, node) for o in node.output)
+            keep.append(node)
+        elif earlier.SerializeToString() != node.SerializeToString():
+            raise SslrtError(f"fp16 conversion wrote {node.output[0]!r} twice, from different nodes")
+    del graph.node[:]
+    graph.node.extend(keep)
 
 
 def _drop_cast_round_trips(graph) -> None:
