@@ -1,8 +1,10 @@
 """The PyTorch reference backend: the family's network in eager fp32, the yardstick of parity.
 
 On a CUDA GPU (registry name torch-cuda) it also runs fp16 (the towers under autocast, the heads
-in fp32, as the fp16 ONNX graph and the TensorRT engine do), in channels_last memory format, and
-optionally replays CUDA graphs captured per batch size. Each of sslrt.graphs.GRAPHS can be run.
+in fp32, as the fp16 ONNX graph and the TensorRT engine do) in channels_last memory format, fp32 in
+the plain NCHW format (channels_last fp32 measured 0.9x of NCHW on an H100:
+benchmarks/gpu/gpu_latency_nvidia_h100_80gb_hbm3.md), and optionally replays CUDA graphs captured
+per batch size. Each of sslrt.graphs.GRAPHS can be run.
 """
 from __future__ import annotations
 
@@ -182,7 +184,7 @@ def _torch_cuda() -> bool:
 def _factory(artifact: Artifact, options: EngineOptions) -> TorchEngine:
     cuda = artifact.backend == "torch-cuda"
     return TorchEngine(artifact.path, precision=artifact.precision, device="cuda" if cuda else "cpu", threads=options.threads,
-                       channels_last=cuda, cuda_graph=options.cuda_graph, graph=artifact.graph, spec=artifact.spec)
+                       channels_last=cuda and artifact.precision == "fp16", cuda_graph=options.cuda_graph, graph=artifact.graph, spec=artifact.spec)
 
 
 # The reference is never chosen by auto: it is the yardstick.
