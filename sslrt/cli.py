@@ -450,6 +450,8 @@ def bench(
     e2e_pairs: int = typer.Option(64, help="Image/audio pairs of the end-to-end scope."),
     e2e_image_size: int = typer.Option(1024, help="Side of the end-to-end scope's JPEGs (decoding grows with it)."),
     seconds: float = typer.Option(2.0, help="Minimum timed seconds per engine row."),
+    rounds: int = typer.Option(3, help="Interleaved rounds: each round times every row of a scope in turn, so that a machine "
+                                       "whose speed drifts slows the reference and the other rows alike."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     report: Optional[Path] = typer.Option(None, help="Write bench.md, bench.json and bench.png into this folder."),
     models_list: Optional[str] = typer.Option(None, "--models", help="Comma-separated models (export directories or checkpoints): "
@@ -472,6 +474,8 @@ def bench(
     for b in batches:
         check_batch_size(b, "--batch sizes")
     check_threads(threads, "--threads")
+    if not 1 <= rounds <= 100:
+        raise SslrtError(f"--rounds must be between 1 and 100, got {rounds}")
     if e2e_pairs < 1 or e2e_pairs > 100_000:
         raise SslrtError(f"--e2e-pairs must be between 1 and 100000, got {e2e_pairs}")
     scopes = tuple(split(scope))
@@ -485,7 +489,8 @@ def bench(
         if not split(models_list):
             raise SslrtError("--models needs at least one model")
         result = compare_models(split(models_list), split(backends), split(precisions), batches, threads=threads,
-                                e2e_pairs=e2e_pairs, e2e_image_size=e2e_image_size, min_seconds=seconds, progress=_progress)
+                                e2e_pairs=e2e_pairs, e2e_image_size=e2e_image_size, min_seconds=seconds, rounds=rounds,
+                                progress=_progress)
         text = models_markdown(result)
         if json_file:
             from sslrt.store.atomic import write_json_atomic
@@ -503,7 +508,7 @@ def bench(
         return
     result = run_benchmark(str(model) if model else _default_model(), split(backends), split(precisions), batches,
                            threads=threads, scopes=scopes, e2e_pairs=e2e_pairs, min_seconds=seconds,
-                           e2e_image_size=e2e_image_size, progress=_progress)
+                           e2e_image_size=e2e_image_size, rounds=rounds, progress=_progress)
     if json_file:
         from sslrt.store.atomic import write_json_atomic
 

@@ -64,6 +64,7 @@ def test_bench_report(tmp_path, tiny_export, capsys):
         engine = best[("fp32", n, "engine")]
         assert f"| fp32 | {n} | {engine['backend']} ({engine['speedup']:.2f}x) |" in report
     assert "speed-up" in stdout
+    assert result["rounds"] == 3 and "measured in 3 interleaved rounds" in report
 
 
 def test_cpu_bound():
@@ -81,3 +82,35 @@ def test_bench_bad_arguments(tiny_export, capsys):
     assert code == 2 and "--batch" in err
     code, _, err = run_cli(["bench", "-m", tiny_export.directory, "--scope", "gpu"], capsys)
     assert code == 2 and "--scope" in err
+    code, _, err = run_cli(["bench", "-m", tiny_export.directory, "--rounds", "0"], capsys)
+    assert code == 2 and "--rounds" in err and err.count("\n") == 1
+
+
+def test_bench_rounds_interleave_the_engines(tiny_export):
+    """Each round times every engine in turn (a drifting machine slows every row alike), after one
+    untimed call per engine and round; every engine gets its timed calls and its CPU per call."""
+    from sslrt.measure.bench import bench_engines
+
+    calls = []
+
+    class Recording:  # a real engine's run, recorded: the order of the calls is what is tested
+        def __init__(self, name, engine):
+            self.name, self.engine = name, engine
+
+        def run(self, feeds):
+            calls.append(self.name)
+            return self.engine.run(feeds)
+
+    from sslrt.engines import create_engine
+    from sslrt.resolve import resolve_model
+
+    real = create_engine("onnxruntime", resolve_model(tiny_export.directory))
+    engines = {"a": Recording("a", real), "b": Recording("b", real)}
+    measured = bench_engines(engines, 1, tiny_export.spec, rounds=3, warmup=1, min_runs=6, min_seconds=0.0)
+    assert calls[:2] == ["a", "b"]  # the warm-up
+    blocks = [name for i, name in enumerate(calls[2:]) if i == 0 or calls[2 + i - 1] != name]
+    assert blocks == ["a", "b"] * 3
+    for name in "ab":
+        times, cpu_ms = measured[name]
+        assert len(times) == 6 and all(t > 0 for t in times) and cpu_ms > 0
+        assert calls.count(name) == 1 + 3 + 6  # warm-up, one untimed call per round, the timed calls

@@ -6,6 +6,13 @@ Two scopes:
 - e2e: files -> decode, preprocess, inference, postprocess (`localize_many`), 64 pairs by default,
   plus the interactive case of a new sound on an already seen image.
 The reference row is the torch backend, fp32, eager, fused graph, sequential (the paper's code).
+
+Every row of a scope is measured in interleaved rounds (`rounds`): all engines (or pipelines) stay
+open, and each round times each of them in turn. A machine whose speed drifts during the run
+(other load, a VM's neighbours, frequency) then slows the reference and the candidates alike, so
+the speed-ups, which are ratios, do not depend on which row ran in the slow minute. Measured on
+the 2-core VM: one row after the other, the reference row read 94.7 ms/pair in one run and 104.8 in
+another, moving every speed-up by 10%.
 """
 from __future__ import annotations
 
@@ -71,13 +78,43 @@ def _row(scope, backend, precision, batch, times, pairs_per_call) -> Row:
                pairs_per_call / (mean / 1e3), mean / pairs_per_call, runs=len(times))
 
 
-def bench_engine(engine, batch: int, spec, seed: int = 0, **timing) -> list[float]:
-    """Per-call milliseconds of engine.run on one generated batch (`timing`: see time_calls)."""
+def _feeds(spec, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     shapes = input_shapes(spec)
-    feeds = {INPUT_IMAGE: rng.standard_normal((batch, *shapes[INPUT_IMAGE]), dtype=np.float32),
-             INPUT_AUDIO: rng.uniform(-1.3, -0.2, (batch, *shapes[INPUT_AUDIO])).astype(np.float32)}
+    return {INPUT_IMAGE: rng.standard_normal((batch, *shapes[INPUT_IMAGE]), dtype=np.float32),
+            INPUT_AUDIO: rng.uniform(-1.3, -0.2, (batch, *shapes[INPUT_AUDIO])).astype(np.float32)}
+
+
+def bench_engine(engine, batch: int, spec, seed: int = 0, **timing) -> list[float]:
+    """Per-call milliseconds of engine.run on one generated batch (`timing`: see time_calls)."""
+    feeds = _feeds(spec, batch, seed)
     return time_calls(lambda: engine.run(feeds), **timing)
+
+
+def bench_engines(engines: dict, batch: int, spec, rounds: int = 3, seed: int = 0, warmup: int = 2, min_runs: int = 10,
+                  min_seconds: float = 2.0, max_runs: int = 500, progress=None) -> dict:
+    """{key: (per-call ms, process CPU ms per call)} of each engine on the same generated batch,
+    measured in `rounds` interleaved rounds: each round times every engine in turn for its share
+    of `min_seconds` and `min_runs`, after one untimed call (the caches and thread pools that the
+    previous engine left behind are not this engine's cost)."""
+    feeds = _feeds(spec, batch, seed)
+    rounds = max(1, rounds)
+    share = {"min_runs": max(1, -(-min_runs // rounds)), "min_seconds": min_seconds / rounds,
+             "max_runs": max(1, max_runs // rounds)}
+    times: dict = {key: [] for key in engines}
+    cpu_ms: dict = {key: 0.0 for key in engines}
+    for key, engine in engines.items():
+        for _ in range(warmup):
+            engine.run(feeds)
+    for r in range(rounds):
+        if progress:
+            progress(f"engine batch {batch}: round {r + 1}/{rounds}")
+        for key, engine in engines.items():
+            cpu: list[float] = []
+            block = time_calls(lambda: engine.run(feeds), warmup=1, cpu_ms=cpu, **share)
+            times[key] += block
+            cpu_ms[key] += cpu[0] * len(block)
+    return {key: (times[key], cpu_ms[key] / len(times[key])) for key in engines}
 
 
 def make_pair_files(folder: str, n: int, image_size: int = 1024, seed: int = 0) -> list[tuple[str, str]]:
@@ -128,7 +165,8 @@ def machine_info() -> dict:
 
 def run_benchmark(model: str, backends: list[str], precisions: list[str], batches: list[int], threads: int | None = None,
                   scopes: tuple[str, ...] = ("engine", "e2e"), e2e_pairs: int = 64, min_seconds: float = 2.0,
-                  min_runs: int = 10, e2e_image_size: int = 1024, progress=None) -> dict:
+                  min_runs: int = 10, e2e_image_size: int = 1024, rounds: int = 3, progress=None) -> dict:
+    """The bench's rows (see the module's docstring); `rounds`: interleaved rounds per scope and batch."""
     say = progress or (lambda msg: None)
     source = resolve_model(model, progress=say)
     exported = source.exported
@@ -138,18 +176,21 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
     timing = {"min_seconds": min_seconds, "min_runs": min_runs}
 
     if "engine" in scopes:
-        for backend, precision in combos:
-            try:
-                engine = create_engine(backend, source, precision=precision, threads=threads)
-            except SslrtError as exc:
-                skipped.append(f"{backend} {precision}: {exc}")
-                continue
+        engines = {}
+        try:
+            for backend, precision in combos:
+                try:
+                    engines[(backend, precision)] = create_engine(backend, source, precision=precision, threads=threads)
+                except SslrtError as exc:
+                    skipped.append(f"{backend} {precision}: {exc}")
             for batch in batches:
-                say(f"engine {backend} {precision} batch {batch}")
-                cpu: list[float] = []
-                rows.append(_row("engine", backend, precision, batch, bench_engine(engine, batch, source.spec, cpu_ms=cpu, **timing), batch))
-                rows[-1].cpu_ms_per_pair = cpu[0] / batch
-            engine.close()
+                measured = bench_engines(engines, batch, source.spec, rounds=rounds, progress=say, **timing)
+                for (backend, precision), (times, cpu_ms) in measured.items():
+                    rows.append(_row("engine", backend, precision, batch, times, batch))
+                    rows[-1].cpu_ms_per_pair = cpu_ms / batch
+        finally:
+            for engine in engines.values():
+                engine.close()
 
     interactive = None
     prepare_cpu_ms = None
@@ -159,28 +200,43 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
         with tempfile.TemporaryDirectory(prefix="sslrt_bench_") as folder:
             say(f"writing {e2e_pairs} image/audio pairs")
             pairs = make_pair_files(folder, e2e_pairs, image_size=e2e_image_size)
-            for backend, precision in combos:
-                is_ref = (backend, precision) == REFERENCE
-                try:
-                    # the reference runs as the paper's code does: fused graph, no prefetching
-                    loc = Localizer.open(source, backend=backend, precision=precision, threads=threads, reuse_embeddings=not is_ref)
-                except SslrtError as exc:
-                    skipped.append(f"e2e {backend} {precision}: {exc}")
-                    continue
+            localizers = {}
+            try:
+                for backend, precision in combos:
+                    is_ref = (backend, precision) == REFERENCE
+                    try:
+                        # the reference runs as the paper's code does: fused graph, no prefetching
+                        localizers[(backend, precision)] = Localizer.open(source, backend=backend, precision=precision,
+                                                                          threads=threads, reuse_embeddings=not is_ref)
+                    except SslrtError as exc:
+                        skipped.append(f"e2e {backend} {precision}: {exc}")
                 for batch in batches:
-                    say(f"e2e {backend} {precision} batch {batch}")
-                    e2e_pass(loc, pairs, batch, is_ref)  # warm-up: page cache, lazy initialisation
-                    if prepare_cpu_ms is None:
-                        prepare_cpu_ms = prepare_cpu(loc, pairs)
-                    total_ms, per_batch = e2e_pass(loc, pairs, batch, is_ref)
-                    rows.append(Row("e2e", backend, precision, batch, statistics.median(per_batch), _percentile(per_batch, 90),
-                                    _percentile(per_batch, 99), len(pairs) / (total_ms / 1e3), total_ms / len(pairs),
-                                    runs=len(per_batch)))
-                if not is_ref and loc.split and interactive is None:
-                    interactive = bench_interactive(loc, pairs)
-                    interactive |= {"backend": backend, "precision": precision}
-                loc.close()
+                    passes = {key: [] for key in localizers}
+                    for key, loc in localizers.items():  # warm-up: page cache, lazy initialisation
+                        e2e_pass(loc, pairs, batch, key == REFERENCE)
+                        if prepare_cpu_ms is None:
+                            prepare_cpu_ms = prepare_cpu(loc, pairs)
+                    for r in range(max(1, rounds)):
+                        say(f"e2e batch {batch}: round {r + 1}/{max(1, rounds)}")
+                        for key, loc in localizers.items():
+                            passes[key].append(e2e_pass(loc, pairs, batch, key == REFERENCE))
+                    for (backend, precision), done in passes.items():
+                        total_ms = sum(t for t, _ in done)
+                        per_batch = [ms for _, marks in done for ms in marks]
+                        n = len(pairs) * len(done)
+                        rows.append(Row("e2e", backend, precision, batch, statistics.median(per_batch), _percentile(per_batch, 90),
+                                        _percentile(per_batch, 99), n / (total_ms / 1e3), total_ms / n, runs=len(per_batch)))
+                for (backend, precision), loc in localizers.items():
+                    if (backend, precision) != REFERENCE and loc.split:
+                        say(f"interactive {backend} {precision}")
+                        interactive = bench_interactive(loc, pairs) | {"backend": backend, "precision": precision}
+                        break
+            finally:
+                for loc in localizers.values():
+                    loc.close()
 
+    # the tables list each backend's rows together, in the order asked
+    rows.sort(key=lambda r: (r.scope != "engine", combos.index((r.backend, r.precision)), r.batch))
     for row in rows:
         ref = next((r for r in rows if (r.backend, r.precision) == REFERENCE and r.scope == row.scope and r.batch == row.batch), None)
         row.speedup = ref.ms_per_pair / row.ms_per_pair if ref else None
@@ -188,7 +244,7 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
                       "checkpoint_sha256": exported.checkpoint_sha256},
             "machine": machine_info(), "threads": threads, "reference": "torch fp32 eager, fused graph, sequential",
             "e2e_inputs": f"{e2e_pairs} pairs of a {e2e_image_size}x{e2e_image_size} JPEG (quality 90) and a 10 s 16 kHz wav",
-            "rows": [asdict(r) for r in rows], "interactive": interactive, "skipped": skipped,
+            "rows": [asdict(r) for r in rows], "interactive": interactive, "skipped": skipped, "rounds": max(1, rounds),
             "prepare_cpu_ms_per_pair": prepare_cpu_ms, "cores": threads or os.cpu_count() or 1}
 
 
@@ -252,7 +308,8 @@ def markdown_report(result: dict) -> str:
              f"Machine: {m['cpu']}, {m['cores']} cores" + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU")
              + f"; threads {result['threads'] or 'default'}.",
              f"Model: width {result['model']['width']} ({result['model']['path']}).",
-             f"Reference: {result['reference']}. Speed-up = reference ms/pair / row ms/pair, same scope and batch, same run.", ""]
+             f"Reference: {result['reference']}. Speed-up = reference ms/pair / row ms/pair, same scope and batch, same run"
+             + (f"; the rows of each scope and batch measured in {result['rounds']} interleaved rounds." if result.get("rounds") else "."), ""]
     for scope, title in (("engine", "Engine only (ready tensors)"), ("e2e", f"End to end (files -> results: {result.get('e2e_inputs')})")):
         rows = [r for r in result["rows"] if r["scope"] == scope]
         if not rows:
@@ -393,7 +450,7 @@ def precision_agreement(model, candidate: str = "int8", reference: str = "fp32",
 
 def compare_models(models: list[str], backends: list[str], precisions: list[str], batches: list[int],
                    threads: int | None = None, e2e_pairs: int = 32, e2e_image_size: int = 1024, min_seconds: float = 2.0,
-                   agreement_pairs: int = 32, progress=None) -> dict:
+                   agreement_pairs: int = 32, rounds: int = 3, progress=None) -> dict:
     """One bench run per model (each with its own PyTorch reference row), plus the INT8-vs-fp32
     localization agreement of each, for one side-by-side table."""
     say = progress or (lambda msg: None)
@@ -401,7 +458,7 @@ def compare_models(models: list[str], backends: list[str], precisions: list[str]
     for model in models:
         say(f"model {model}")
         result = run_benchmark(model, backends, precisions, batches, threads=threads, e2e_pairs=e2e_pairs,
-                               e2e_image_size=e2e_image_size, min_seconds=min_seconds, progress=say)
+                               e2e_image_size=e2e_image_size, min_seconds=min_seconds, rounds=rounds, progress=say)
         result["int8_vs_fp32"] = precision_agreement(model, pairs=agreement_pairs, threads=threads) if "int8" in precisions else None
         runs.append(result)
     return {"machine": machine_info(), "threads": threads, "runs": runs,
