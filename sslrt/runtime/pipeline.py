@@ -443,6 +443,15 @@ class Localizer:
         batch's results come out once the next batch has run: end to end at batch 8, INT8, full
         width, 0.8-2.9% more pairs/s (interleaved A/B, 360 and 1024 px, both CPU backends); more
         to gain where the host work is a bigger share (a GPU engine; not measured here).
+
+        Where the engine keeps every core busy (the CPU backends at batch 8), preparation cannot
+        hide behind inference: a preparation thread that takes a core from one of the engine's
+        threads stalls the other at the kernel's end, so end to end approaches engine time plus
+        preparation CPU / cores (`sslrt bench`'s CPU bound), whatever the schedule. Measured and
+        not taken (interleaved A/B, 64 pairs of 1024 px, INT8 and fp32, both CPU backends): the
+        preparation threads at nice 19 or SCHED_IDLE (the engine then runs at its engine-only
+        speed and the preparation between batches: within +-2%), and ONNX Runtime's dynamically
+        sized parallel blocks (session.dynamic_block_base 4 and 16: within 1%).
         """
         check_batch_size(batch_size)
         if workers is None:
