@@ -291,7 +291,7 @@ def run(
                           family=family, sounding_threshold=sounding_threshold, reuse_embeddings=reuse_embeddings,
                           exact_inputs=exact_inputs)
     from sslrt.engines.base import check_batch_size
-    from sslrt.runtime.overlay import check_picture_path, render_overlay, save_png
+    from sslrt.runtime.overlay import StagedPictures, check_picture_path, render_overlay
     from sslrt.runtime.pipeline import Localizer
 
     startup_ms = process_age_ms() if _AS_COMMAND else None  # Python and the imports of this command
@@ -331,9 +331,9 @@ def run(
         video_input = video_pair(str(image), str(audio) if audio is not None else None, at, localizer.spec, video_info)
         pair_list = [(video_input.rgb, video_input.audio)]
     results = []
-    overlays = []  # written only after every pair succeeded: a failed run leaves no partial output
+    overlays = []  # the targets, renamed into place only after every pair succeeded
     taken: set[str] = set()  # names given in this run: two pairs never share an overlay file
-    with _progress_bar(len(pair_list) > 1) as bar:
+    with StagedPictures() as staged, _progress_bar(len(pair_list) > 1) as bar:
         task = bar.add_task("localizing", total=len(pair_list)) if bar else None
         for row, res in enumerate(localizer.localize_many(pair_list, batch_size=batch_size), start=1):
             if video_input is not None:
@@ -346,14 +346,12 @@ def run(
 
                 target = save if save is not None else save_dir / _overlay_name(res.image, res.audio, row, taken)
                 rgb = video_input.rgb if video_input is not None else load_image(res.image)
-                overlays.append((target, render_overlay(rgb, res.heatmap, res.bbox, res.peak, sounding=res.sounding)))
+                staged.add(target, render_overlay(rgb, res.heatmap, res.bbox, res.peak, sounding=res.sounding))
             if bar:
                 bar.advance(task)
+        overlays = staged.commit()
     if results and startup_ms is not None:
         results[0].timings_ms["startup"] = startup_ms
-    if overlays:
-        for target, picture in overlays:
-            save_png(target, picture)
     if as_json:
         if len(results) == 1 and pairs is None:
             print(json.dumps(results[0].to_dict()))
@@ -363,7 +361,7 @@ def run(
     else:
         for res in results:
             print(res.summary())
-        for target, _ in overlays:
+        for target in overlays:
             print(f"overlay: {target}")
 
 

@@ -121,6 +121,40 @@ def test_save_dir_never_overwrites_within_a_run(tiny_export, media, tmp_path, ca
     assert cv2.imread(str(out / "x__y.png")).mean() < cv2.imread(str(out / "x__y_2.png")).mean()
 
 
+def test_staged_pictures_are_written_as_made_and_renamed_only_on_commit(tmp_path):
+    import numpy as np
+
+    from sslrt.runtime.overlay import StagedPictures
+
+    picture = np.full((20, 30, 3), 200, np.uint8)
+    with StagedPictures() as staged:
+        staged.add(tmp_path / "a.png", picture)
+        staged.add(tmp_path / "b.jpg", picture)
+        hidden = sorted(os.listdir(tmp_path))
+        # on disk already (memory holds one picture at a time), under hidden names
+        assert len(hidden) == 2 and all(n.startswith(".") for n in hidden)
+        assert staged.commit() == [str(tmp_path / "a.png"), str(tmp_path / "b.jpg")]
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "b.jpg"]
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(KeyboardInterrupt):
+        with StagedPictures() as staged:
+            staged.add(tmp_path / "c.png", picture)
+            raise KeyboardInterrupt
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "b.jpg"]  # nothing of the interrupted run
+
+
+def test_a_failed_run_leaves_no_overlay(tiny_export, media, tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 64)  # a JPEG that stops after its first marker
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"{media}/scene.jpg,{media}/sound.wav\n{media}/scene.png,{media}/sound.wav\n{bad},{media}/sound.wav\n")
+    out = tmp_path / "overlays"
+    out.mkdir()
+    code, _, err = run_cli(["run", "--pairs", csv, "-m", tiny_export.directory, "--batch-size", "1", "--save-dir", out], capsys)
+    assert code == 2 and "bad.jpg" in err and err.count("\n") == 1
+    assert os.listdir(out) == []  # neither the first pairs' overlays nor hidden staged files
+
+
 # -- eval options ---------------------------------------------------------------------------------
 @pytest.fixture
 def is3_root(tmp_path):

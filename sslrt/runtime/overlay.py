@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import cv2
 import numpy as np
 
 from sslrt.errors import SslrtError
-from sslrt.store.atomic import atomic_path
+from sslrt.store.atomic import atomic_path, make_public
 from sslrt.runtime.localization import minmax_normalize
 
 
@@ -70,7 +71,54 @@ def save_png(path: str | os.PathLike, bgr: np.ndarray) -> None:
     path = os.fspath(path)
     ext = check_picture_path(path)
     with atomic_path(path, suffix=ext) as tmp:
-        ok, data = cv2.imencode(ext, bgr)
-        if not ok:
-            raise SslrtError(f"could not encode the overlay for {path}")
-        data.tofile(tmp)
+        _encode_to(tmp, path, ext, bgr)
+
+
+def _encode_to(tmp: str, path: str, ext: str, bgr: np.ndarray) -> None:
+    ok, data = cv2.imencode(ext, bgr)
+    if not ok:
+        raise SslrtError(f"could not encode the overlay for {path}")
+    data.tofile(tmp)
+
+
+class StagedPictures:
+    """Pictures of one run, each written to a hidden file beside its target as soon as it is made
+    and renamed to its name only when the run commits: memory holds one picture at a time, not
+    the run's (10,000 overlays of 1024 px images held in memory until the end would be ~30 GB),
+    and a failed or interrupted run leaves none of them (the `with` block removes what it staged).
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[str, str]] = []  # (hidden file, target)
+
+    def __enter__(self) -> "StagedPictures":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+    def add(self, path: str | os.PathLike, bgr: np.ndarray) -> None:
+        path = os.fspath(path)
+        ext = check_picture_path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".tmp{ext}",
+                                   dir=os.path.dirname(os.path.abspath(path)))
+        os.close(fd)
+        self._staged.append((tmp, path))
+        _encode_to(tmp, path, ext, bgr)
+
+    def commit(self) -> list[str]:
+        """Rename every staged picture to its target; returns the targets in the order added."""
+        done = []
+        while self._staged:
+            tmp, path = self._staged[0]
+            make_public(tmp)
+            os.replace(tmp, path)
+            self._staged.pop(0)
+            done.append(path)
+        return done
+
+    def discard(self) -> None:
+        for tmp, _ in self._staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self._staged.clear()
