@@ -16,7 +16,11 @@ Properties, as measured on a 2-core AMD EPYC (benchmarks/openvino_modes.py):
   direct graph: on its one two-thread request the rewrite measured 61-63 ms in some processes and
   79-84 ms in others, at times switching mid-run, with both threads fully busy on their own cores
   either way (the machine's state; the direct graph: 68 and 71-72 ms), while the split streams
-  measured 54-56 ms in every state. `winograd=False`, or SSLRT_OPENVINO_WINOGRAD=0, keeps the
+  measured 54-56 ms in every state. The state is the machine's, not the process's: six fresh
+  processes in a row measured the rewrite at 61-62 ms, four started two minutes later at 79-81, and
+  two runs ten seconds apart measured 62 and 80 (the reference, PyTorch eager: 92 and 97 ms). A
+  per-process choice at load would therefore be stale within seconds; choosing per call would
+  need both models compiled (~300 MiB more) and probing the slower one continually. `winograd=False`, or SSLRT_OPENVINO_WINOGRAD=0, keeps the
   direct graph everywhere.
 - INFERENCE_PRECISION_HINT f32 always. The CPU plugin's default on a CPU with bf16 instructions
   is bf16, which is not fp32 (heatmaps off by ~1e-2) and, for the INT8 graphs, also slower.
