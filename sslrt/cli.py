@@ -291,7 +291,7 @@ def run(
                           family=family, sounding_threshold=sounding_threshold, reuse_embeddings=reuse_embeddings,
                           exact_inputs=exact_inputs)
     from sslrt.engines.base import check_batch_size
-    from sslrt.runtime.overlay import StagedPictures, check_picture_path, render_overlay
+    from sslrt.runtime.overlay import StagedPictures, check_picture_path, remove_stale_pictures, render_overlay
     from sslrt.runtime.pipeline import Localizer
 
     startup_ms = process_age_ms() if _AS_COMMAND else None  # Python and the imports of this command
@@ -319,6 +319,8 @@ def run(
         check_picture_path(save, "overlay (--save)")
     if save_dir is not None and not save_dir.is_dir():
         raise SslrtError(f"--save-dir folder does not exist: {save_dir}")
+    if save is not None or save_dir is not None:
+        remove_stale_pictures(save_dir if save_dir is not None else os.path.dirname(os.path.abspath(save)))
     check_batch_size(batch_size, "--batch-size")
 
     localizer = Localizer.open(str(model) if model else None, backend=backend, precision=precision,
@@ -449,7 +451,8 @@ def bench(
     e2e_image_size: int = typer.Option(1024, help="Side of the end-to-end scope's JPEGs (decoding grows with it)."),
     seconds: float = typer.Option(2.0, help="Minimum timed seconds per engine row."),
     rounds: int = typer.Option(3, help="Interleaved rounds: each round times every row of a scope in turn, so that a machine "
-                                       "whose speed drifts slows the reference and the other rows alike."),
+                                       "whose speed drifts slows the reference and the other rows alike. Every engine is then "
+                                       "open at once, and each round is a full end-to-end pass. 1: one row after the other."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     report: Optional[Path] = typer.Option(None, help="Write bench.md, bench.json and bench.png into this folder."),
     models_list: Optional[str] = typer.Option(None, "--models", help="Comma-separated models (export directories or checkpoints): "

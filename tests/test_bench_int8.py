@@ -105,12 +105,35 @@ def test_bench_rounds_interleave_the_engines(tiny_export):
     from sslrt.resolve import resolve_model
 
     real = create_engine("onnxruntime", resolve_model(tiny_export.directory))
-    engines = {"a": Recording("a", real), "b": Recording("b", real)}
+    engines = {"a": Recording("a", real), "b": Recording("b", real), "c": Recording("c", real)}
     measured = bench_engines(engines, 1, tiny_export.spec, rounds=3, warmup=1, min_runs=6, min_seconds=0.0)
-    assert calls[:2] == ["a", "b"]  # the warm-up
-    blocks = [name for i, name in enumerate(calls[2:]) if i == 0 or calls[2 + i - 1] != name]
-    assert blocks == ["a", "b"] * 3
-    for name in "ab":
+    real.close()
+    assert calls[:3] == ["a", "b", "c"]  # the warm-up
+    # per round: one untimed and two timed calls of each engine, forward, backward, forward
+    assert calls[3:] == [n for order in ("abc", "cba", "abc") for n in order for _ in range(3)]
+    for name in "abc":
         times, cpu_ms = measured[name]
         assert len(times) == 6 and all(t > 0 for t in times) and cpu_ms > 0
-        assert calls.count(name) == 1 + 3 + 6  # warm-up, one untimed call per round, the timed calls
+
+
+def test_bench_rows_in_the_order_asked_with_rounds_and_skips(tmp_path, tiny_export, capsys):
+    """Rows grouped per backend in the order asked (batches too), duplicates measured once, a
+    backend that cannot run skipped; the end-to-end rows make one full pass per round."""
+    code, _, err = run_cli(["bench", "-m", tiny_export.directory, "--backends", "onnxruntime,no-such,onnxruntime",
+                            "--batch", "2,1", "--seconds", "0.02", "--e2e-pairs", "3", "--rounds", "2",
+                            "--json", tmp_path / "b.json"], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "b.json").read_text())
+    order = [(r["scope"], r["backend"], r["batch"]) for r in result["rows"]]
+    assert order == [(s, b, n) for s in ("engine", "e2e") for b in ("torch", "onnxruntime") for n in (2, 1)]
+    assert any(line.startswith("no-such fp32") for line in result["skipped"])
+    for r in result["rows"]:
+        if r["scope"] == "e2e":  # 3 pairs: 2 batches of 2 or 3 of 1 per pass, 2 passes
+            assert r["runs"] == 2 * -(-3 // r["batch"])
+    # one round: the rows one after the other (one engine open at a time), the same rows
+    code, _, err = run_cli(["bench", "-m", tiny_export.directory, "--batch", "1", "--seconds", "0.02", "--e2e-pairs", "2",
+                            "--rounds", "1", "--json", tmp_path / "one.json"], capsys)
+    assert code == 0, err
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert one["rounds"] == 1 and [(r["scope"], r["backend"]) for r in one["rows"]] == [
+        ("engine", "torch"), ("engine", "onnxruntime"), ("e2e", "torch"), ("e2e", "onnxruntime")]

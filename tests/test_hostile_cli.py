@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import run_cli
@@ -141,6 +142,76 @@ def test_staged_pictures_are_written_as_made_and_renamed_only_on_commit(tmp_path
             staged.add(tmp_path / "c.png", picture)
             raise KeyboardInterrupt
     assert sorted(os.listdir(tmp_path)) == ["a.png", "b.jpg"]  # nothing of the interrupted run
+
+
+def test_staged_pictures_of_a_killed_run_are_removed_by_the_next(tiny_export, media, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from sslrt.runtime.overlay import StagedPictures, remove_stale_pictures
+
+    out = tmp_path / "overlays"
+    out.mkdir()
+    # a run killed after staging (SIGKILL: no `finally`), and one still running (this process)
+    script = ("import numpy as np, os, signal\nfrom sslrt.runtime.overlay import StagedPictures\n"
+              f"s = StagedPictures(); s.add({str(out / 'dead.png')!r}, np.zeros((8, 8, 3), np.uint8))\n"
+              "os.kill(os.getpid(), signal.SIGKILL)")
+    assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == -9
+    alive = StagedPictures()
+    alive.add(out / "alive.png", np.zeros((8, 8, 3), np.uint8))
+    staged = sorted(os.listdir(out))
+    assert len(staged) == 2 and all(n.startswith(".sslrt-staged.") for n in staged)
+    (out / "keep.png").write_bytes(b"not ours")
+    code, _, err = run_cli(["run", media / "scene.jpg", media / "sound.wav", "-m", tiny_export.directory,
+                            "--save", out / "new.png"], capsys)
+    assert code == 0, err
+    left = sorted(os.listdir(out))
+    assert "keep.png" in left and "new.png" in left
+    assert [n for n in left if n.startswith(".")] == [n for n in staged if f".{os.getpid()}." in n]  # the live run's stays
+    assert remove_stale_pictures(out) == []
+    alive.discard()
+    assert sorted(os.listdir(out)) == ["keep.png", "new.png"]
+
+
+def test_staged_pictures_publish_whole_despite_ctrl_c(tmp_path):
+    """Ctrl-C during commit's renames is held back until every picture is in place."""
+    import signal
+
+    from sslrt.runtime import overlay
+    from sslrt.runtime.overlay import StagedPictures
+
+    picture = np.zeros((8, 8, 3), np.uint8)
+    staged = StagedPictures()
+    for name in "abc":
+        staged.add(tmp_path / f"{name}.png", picture)
+    real_replace = os.replace
+
+    def replace_then_interrupt(src, dst):  # the signal arrives in the middle of the loop
+        real_replace(src, dst)
+        if dst.endswith("a.png"):
+            signal.raise_signal(signal.SIGINT)
+
+    overlay.os.replace = replace_then_interrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            staged.commit()
+    finally:
+        overlay.os.replace = real_replace
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "b.png", "c.png"]
+
+
+def test_staged_pictures_commit_failure_is_one_line(tmp_path):
+    from sslrt.runtime.overlay import StagedPictures
+
+    staged = StagedPictures()
+    staged.add(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    staged.add(tmp_path / "b.png", np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "b.png").mkdir()
+    (tmp_path / "b.png" / "x").write_text("a folder in the way")
+    with pytest.raises(SslrtError, match="1 of 2 overlays were written"):
+        staged.commit()
+    staged.discard()
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "b.png"]
 
 
 def test_a_failed_run_leaves_no_overlay(tiny_export, media, tmp_path, capsys):

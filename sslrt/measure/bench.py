@@ -12,7 +12,9 @@ open, and each round times each of them in turn. A machine whose speed drifts du
 (other load, a VM's neighbours, frequency) then slows the reference and the candidates alike, so
 the speed-ups, which are ratios, do not depend on which row ran in the slow minute. Measured on
 the 2-core VM: one row after the other, the reference row read 94.7 ms/pair in one run and 104.8 in
-another, moving every speed-up by 10%.
+another, moving every speed-up by 10%. The price: every engine of the run is open at once (memory
+is their sum, GPU memory included), and the end-to-end scope makes one full pass over its pairs
+per round (rounds x its time). `rounds=1` measures one row after the other, one open at a time.
 """
 from __future__ import annotations
 
@@ -94,9 +96,9 @@ def bench_engine(engine, batch: int, spec, seed: int = 0, **timing) -> list[floa
 def bench_engines(engines: dict, batch: int, spec, rounds: int = 3, seed: int = 0, warmup: int = 2, min_runs: int = 10,
                   min_seconds: float = 2.0, max_runs: int = 500, progress=None) -> dict:
     """{key: (per-call ms, process CPU ms per call)} of each engine on the same generated batch,
-    measured in `rounds` interleaved rounds: each round times every engine in turn for its share
-    of `min_seconds` and `min_runs`, after one untimed call (the caches and thread pools that the
-    previous engine left behind are not this engine's cost)."""
+    measured in `rounds` interleaved rounds: each round times every engine in turn (`_round_orders`)
+    for its share of `min_seconds` and `min_runs`, after one untimed call (the caches and thread
+    pools that the previous engine left behind are not this engine's cost)."""
     feeds = _feeds(spec, batch, seed)
     rounds = max(1, rounds)
     share = {"min_runs": max(1, -(-min_runs // rounds)), "min_seconds": min_seconds / rounds,
@@ -106,15 +108,22 @@ def bench_engines(engines: dict, batch: int, spec, rounds: int = 3, seed: int = 
     for key, engine in engines.items():
         for _ in range(warmup):
             engine.run(feeds)
-    for r in range(rounds):
+    for r, order in enumerate(_round_orders(list(engines), rounds)):
         if progress:
             progress(f"engine batch {batch}: round {r + 1}/{rounds}")
-        for key, engine in engines.items():
+        for key in order:
+            engine = engines[key]
             cpu: list[float] = []
             block = time_calls(lambda: engine.run(feeds), warmup=1, cpu_ms=cpu, **share)
             times[key] += block
             cpu_ms[key] += cpu[0] * len(block)
     return {key: (times[key], cpu_ms[key] / len(times[key])) for key in engines}
+
+
+def _round_orders(keys: list, rounds: int) -> list[list]:
+    """The order of the rows in each round: forward, then backward (A B, B A, A B, ...), so that
+    no row always follows the same one (what a row inherits from its predecessor evens out)."""
+    return [keys if r % 2 == 0 else keys[::-1] for r in range(rounds)]
 
 
 def make_pair_files(folder: str, n: int, image_size: int = 1024, seed: int = 0) -> list[tuple[str, str]]:
@@ -170,27 +179,32 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
     say = progress or (lambda msg: None)
     source = resolve_model(model, progress=say)
     exported = source.exported
-    combos = [REFERENCE] + [(b, p) for b in backends for p in precisions if (b, p) != REFERENCE]
+    combos = list(dict.fromkeys([REFERENCE] + [(b, p) for b in backends for p in precisions]))
+    # Interleaved rounds need every row open at once (memory: the sum of the engines); one round
+    # measures one row after the other, with one engine or pipeline open at a time.
+    rounds = max(1, rounds)
+    groups = [combos] if rounds > 1 else [[combo] for combo in combos]
     rows: list[Row] = []
     skipped = []
     timing = {"min_seconds": min_seconds, "min_runs": min_runs}
 
     if "engine" in scopes:
-        engines = {}
-        try:
-            for backend, precision in combos:
-                try:
-                    engines[(backend, precision)] = create_engine(backend, source, precision=precision, threads=threads)
-                except SslrtError as exc:
-                    skipped.append(f"{backend} {precision}: {exc}")
-            for batch in batches:
-                measured = bench_engines(engines, batch, source.spec, rounds=rounds, progress=say, **timing)
-                for (backend, precision), (times, cpu_ms) in measured.items():
-                    rows.append(_row("engine", backend, precision, batch, times, batch))
-                    rows[-1].cpu_ms_per_pair = cpu_ms / batch
-        finally:
-            for engine in engines.values():
-                engine.close()
+        for group in groups:
+            engines = {}
+            try:
+                for backend, precision in group:
+                    try:
+                        engines[(backend, precision)] = create_engine(backend, source, precision=precision, threads=threads)
+                    except SslrtError as exc:
+                        skipped.append(f"{backend} {precision}: {exc}")
+                for batch in batches if engines else ():
+                    measured = bench_engines(engines, batch, source.spec, rounds=rounds, progress=say, **timing)
+                    for (backend, precision), (times, cpu_ms) in measured.items():
+                        rows.append(_row("engine", backend, precision, batch, times, batch))
+                        rows[-1].cpu_ms_per_pair = cpu_ms / batch
+            finally:
+                for engine in engines.values():
+                    engine.close()
 
     interactive = None
     prepare_cpu_ms = None
@@ -200,43 +214,43 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
         with tempfile.TemporaryDirectory(prefix="sslrt_bench_") as folder:
             say(f"writing {e2e_pairs} image/audio pairs")
             pairs = make_pair_files(folder, e2e_pairs, image_size=e2e_image_size)
-            localizers = {}
-            try:
-                for backend, precision in combos:
-                    is_ref = (backend, precision) == REFERENCE
-                    try:
-                        # the reference runs as the paper's code does: fused graph, no prefetching
-                        localizers[(backend, precision)] = Localizer.open(source, backend=backend, precision=precision,
-                                                                          threads=threads, reuse_embeddings=not is_ref)
-                    except SslrtError as exc:
-                        skipped.append(f"e2e {backend} {precision}: {exc}")
-                for batch in batches:
-                    passes = {key: [] for key in localizers}
-                    for key, loc in localizers.items():  # warm-up: page cache, lazy initialisation
-                        e2e_pass(loc, pairs, batch, key == REFERENCE)
-                        if prepare_cpu_ms is None:
-                            prepare_cpu_ms = prepare_cpu(loc, pairs)
-                    for r in range(max(1, rounds)):
-                        say(f"e2e batch {batch}: round {r + 1}/{max(1, rounds)}")
-                        for key, loc in localizers.items():
-                            passes[key].append(e2e_pass(loc, pairs, batch, key == REFERENCE))
-                    for (backend, precision), done in passes.items():
-                        total_ms = sum(t for t, _ in done)
-                        per_batch = [ms for _, marks in done for ms in marks]
-                        n = len(pairs) * len(done)
-                        rows.append(Row("e2e", backend, precision, batch, statistics.median(per_batch), _percentile(per_batch, 90),
-                                        _percentile(per_batch, 99), n / (total_ms / 1e3), total_ms / n, runs=len(per_batch)))
-                for (backend, precision), loc in localizers.items():
-                    if (backend, precision) != REFERENCE and loc.split:
-                        say(f"interactive {backend} {precision}")
-                        interactive = bench_interactive(loc, pairs) | {"backend": backend, "precision": precision}
-                        break
-            finally:
-                for loc in localizers.values():
-                    loc.close()
+            for group in groups:
+                localizers = {}
+                try:
+                    for backend, precision in group:
+                        is_ref = (backend, precision) == REFERENCE
+                        try:
+                            # the reference runs as the paper's code does: fused graph, no prefetching
+                            localizers[(backend, precision)] = Localizer.open(source, backend=backend, precision=precision,
+                                                                              threads=threads, reuse_embeddings=not is_ref)
+                        except SslrtError as exc:
+                            skipped.append(f"e2e {backend} {precision}: {exc}")
+                    for batch in batches if localizers else ():
+                        for key, loc in localizers.items():  # warm-up: page cache, lazy initialisation
+                            e2e_pass(loc, pairs, batch, key == REFERENCE)
+                            if prepare_cpu_ms is None:
+                                prepare_cpu_ms = prepare_cpu(loc, pairs)
+                        passes = {key: [] for key in localizers}
+                        for r, order in enumerate(_round_orders(list(localizers), rounds)):
+                            say(f"e2e batch {batch}: round {r + 1}/{rounds}")
+                            for key in order:
+                                passes[key].append(e2e_pass(localizers[key], pairs, batch, key == REFERENCE))
+                        for (backend, precision), done in passes.items():
+                            total_ms = sum(t for t, _ in done)
+                            per_batch = [ms for _, marks in done for ms in marks]
+                            n = len(pairs) * len(done)
+                            rows.append(Row("e2e", backend, precision, batch, statistics.median(per_batch), _percentile(per_batch, 90),
+                                            _percentile(per_batch, 99), n / (total_ms / 1e3), total_ms / n, runs=len(per_batch)))
+                    for (backend, precision), loc in localizers.items():
+                        if interactive is None and (backend, precision) != REFERENCE and loc.split:
+                            say(f"interactive {backend} {precision}")
+                            interactive = bench_interactive(loc, pairs) | {"backend": backend, "precision": precision}
+                finally:
+                    for loc in localizers.values():
+                        loc.close()
 
     # the tables list each backend's rows together, in the order asked
-    rows.sort(key=lambda r: (r.scope != "engine", combos.index((r.backend, r.precision)), r.batch))
+    rows.sort(key=lambda r: (r.scope != "engine", combos.index((r.backend, r.precision)), batches.index(r.batch)))
     for row in rows:
         ref = next((r for r in rows if (r.backend, r.precision) == REFERENCE and r.scope == row.scope and r.batch == row.batch), None)
         row.speedup = ref.ms_per_pair / row.ms_per_pair if ref else None
@@ -244,7 +258,7 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
                       "checkpoint_sha256": exported.checkpoint_sha256},
             "machine": machine_info(), "threads": threads, "reference": "torch fp32 eager, fused graph, sequential",
             "e2e_inputs": f"{e2e_pairs} pairs of a {e2e_image_size}x{e2e_image_size} JPEG (quality 90) and a 10 s 16 kHz wav",
-            "rows": [asdict(r) for r in rows], "interactive": interactive, "skipped": skipped, "rounds": max(1, rounds),
+            "rows": [asdict(r) for r in rows], "interactive": interactive, "skipped": skipped, "rounds": rounds,
             "prepare_cpu_ms_per_pair": prepare_cpu_ms, "cores": threads or os.cpu_count() or 1}
 
 

@@ -1,14 +1,16 @@
 """The picture a person looks at: the heatmap over the original image, with the box and the peak."""
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
 
 import cv2
 import numpy as np
 
 from sslrt.errors import SslrtError
-from sslrt.store.atomic import atomic_path, make_public
+from sslrt.store.atomic import atomic_path, deferred_signals, make_public, pid_alive
 from sslrt.runtime.localization import minmax_normalize
 
 
@@ -81,11 +83,37 @@ def _encode_to(tmp: str, path: str, ext: str, bgr: np.ndarray) -> None:
     data.tofile(tmp)
 
 
+# Hidden names of staged pictures: .sslrt-staged.PID.NAME.XXXX.tmp.EXT beside their targets. The
+# PID lets the next run remove what a killed run (SIGKILL, power loss: no `finally`) left.
+_STAGED_PREFIX = ".sslrt-staged."
+_STAGED = re.compile(r"^\.sslrt-staged\.(\d+)\..*\.tmp\.[a-z]+$")
+
+
+def remove_stale_pictures(folder: str | os.PathLike) -> list[str]:
+    """Remove the staged pictures in `folder` whose run is no longer alive; returns their paths."""
+    removed = []
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _STAGED.match(entry)
+        path = os.path.join(folder, entry)
+        if m and os.path.isfile(path) and not os.path.islink(path) and not pid_alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+                removed.append(path)
+    return removed
+
+
 class StagedPictures:
     """Pictures of one run, each written to a hidden file beside its target as soon as it is made
     and renamed to its name only when the run commits: memory holds one picture at a time, not
     the run's (10,000 overlays of 1024 px images held in memory until the end would be ~30 GB),
-    and a failed or interrupted run leaves none of them (the `with` block removes what it staged).
+    and a failed or interrupted run leaves none of them (the `with` block removes what it staged;
+    the files of a killed run carry its PID and are removed by the next run's
+    `remove_stale_pictures`). The renames of `commit` run with Ctrl-C and SIGTERM held back, so
+    that a run is published whole.
     """
 
     def __init__(self) -> None:
@@ -100,25 +128,30 @@ class StagedPictures:
     def add(self, path: str | os.PathLike, bgr: np.ndarray) -> None:
         path = os.fspath(path)
         ext = check_picture_path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".tmp{ext}",
+        fd, tmp = tempfile.mkstemp(prefix=f"{_STAGED_PREFIX}{os.getpid()}.{os.path.basename(path)}.", suffix=f".tmp{ext}",
                                    dir=os.path.dirname(os.path.abspath(path)))
-        os.close(fd)
         self._staged.append((tmp, path))
+        os.close(fd)
         _encode_to(tmp, path, ext, bgr)
 
     def commit(self) -> list[str]:
         """Rename every staged picture to its target; returns the targets in the order added."""
         done = []
-        while self._staged:
-            tmp, path = self._staged[0]
-            make_public(tmp)
-            os.replace(tmp, path)
-            self._staged.pop(0)
-            done.append(path)
+        with deferred_signals():
+            while self._staged:
+                tmp, path = self._staged[0]
+                try:
+                    make_public(tmp)
+                    os.replace(tmp, path)
+                except OSError as exc:
+                    raise SslrtError(f"cannot write {path}: {exc.strerror or exc}; {len(done)} of "
+                                     f"{len(done) + len(self._staged)} overlays were written") from None
+                self._staged.pop(0)
+                done.append(path)
         return done
 
     def discard(self) -> None:
         for tmp, _ in self._staged:
-            if os.path.exists(tmp):
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
         self._staged.clear()

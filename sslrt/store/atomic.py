@@ -6,7 +6,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 
 
 def _umask() -> int:
@@ -44,7 +46,7 @@ def write_json_atomic(path: str, obj) -> None:
             f.write("\n")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -72,7 +74,7 @@ def remove_stale_staging(final_dir: str) -> list[str]:
     for entry in entries:
         m = pattern.match(entry)
         path = os.path.join(parent, entry)
-        if m and os.path.isdir(path) and not os.path.islink(path) and not _pid_alive(int(m.group(1))):
+        if m and os.path.isdir(path) and not os.path.islink(path) and not pid_alive(int(m.group(1))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
@@ -128,3 +130,27 @@ def exclusive_lock(path: str):
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """SIGINT and SIGTERM held back while the block runs, then delivered: for a publishing step
+    (a loop of renames) that must not stop halfway. In the main thread only (where Python runs
+    signal handlers); elsewhere the block runs unprotected."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, lambda signum, frame: arrived.append(signum))
+        except (ValueError, OSError):
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(arrived):
+            signal.raise_signal(sig)  # now to the handler the block held it from
