@@ -15,9 +15,13 @@
 #       1..256 (benchmarks/gpu_latency.py),
 #   (5) `sslrt bench`, engine only, of every GPU backend here (onnxruntime-cuda, torch-cuda; fp32 and
 #       fp16) on a full-width export, batch 1 and 128, with its usual CPU reference row,
+#   (6) end to end (1024 px JPEG + 10 s WAV files -> results) against engine only for those backends
+#       in fp16 at batch 32, with 4 preparation threads and with the default for a GPU engine
+#       (every core but one: benchmarks/e2e_workers.py),
 # and writes OUT_DIR/gpu_environment.txt (card, driver, CUDA, packages: what each number was measured
 # with), OUT_DIR/gpu_tests_<card>.{log,xml}, OUT_DIR/parity_report_gpu_<card>.{md,json},
-# OUT_DIR/gpu_latency_<card>.{md,json}, OUT_DIR/gpu_bench_<card>.{md,json}, OUT_DIR/summary.txt.
+# OUT_DIR/gpu_latency_<card>.{md,json}, OUT_DIR/gpu_bench_<card>.{md,json},
+# OUT_DIR/gpu_e2e_workers_<card>.{md,json}, OUT_DIR/summary.txt.
 # Environment: PYTHON (default: python3), SSLRT_SHARED (default ../shared), PAIRS (default 64).
 # Each step runs even if an earlier one failed; the exit code is non-zero if any failed.
 set -u -o pipefail
@@ -113,17 +117,17 @@ PYEOF
 log "device: $card (environment: $OUT/gpu_environment.txt)"
 
 # -- 1. decisions and API surface (no GPU needed) -----------------------------------------------------
-log "1/5 GPU-path decision tests and the TensorRT API surface"
+log "1/6 GPU-path decision tests and the TensorRT API surface"
 $PY -m pytest -q -rs tests/test_gpu_paths.py tests/test_tensorrt_api.py -p no:cacheprovider \
   --junitxml "$OUT/gpu_paths_${slug}.xml" 2>&1 | tee "$OUT/gpu_paths_${slug}.log" || status=1
 
 # -- 2. every GPU test that can run here --------------------------------------------------------------
-log "2/5 GPU and TensorRT tests"
+log "2/6 GPU and TensorRT tests"
 $PY -m pytest -q -rs -m "gpu or tensorrt" tests/test_gpu.py -p no:cacheprovider \
   --junitxml "$OUT/gpu_tests_${slug}.xml" 2>&1 | tee "$OUT/gpu_tests_${slug}.log" || status=1
 
 # -- 3. parity report ----------------------------------------------------------------------------------
-log "3/5 parity report"
+log "3/6 parity report"
 if has onnx && has onnxruntime; then
   $PY benchmarks/parity.py --pairs "${PAIRS:-64}" --out "$OUT/parity_report_gpu_${slug}" || status=1
 else
@@ -131,7 +135,7 @@ else
 fi
 
 # -- 4. torch-cuda latency ---------------------------------------------------------------------------
-log "4/5 torch-cuda latency vs the eager fp32 reference"
+log "4/6 torch-cuda latency vs the eager fp32 reference"
 if has torch; then
   $PY benchmarks/gpu_latency.py --out-dir "$OUT" || status=1
 else
@@ -139,7 +143,7 @@ else
 fi
 
 # -- 5. sslrt bench of the GPU backends ------------------------------------------------------------
-log "5/5 sslrt bench, engine only, GPU backends"
+log "5/6 sslrt bench, engine only, GPU backends"
 gpu_backends=$($PY -c "from sslrt.engines import available_backends as a; print(','.join(b for b in ('onnxruntime-cuda', 'torch-cuda') if b in a(include_torch=True)))" 2>/dev/null)
 if [ -n "$gpu_backends" ] && has onnx; then
   work=$(mktemp -d)
@@ -147,12 +151,20 @@ if [ -n "$gpu_backends" ] && has onnx; then
       && $PY -m sslrt.cli export "$work/full64.pth.tar" -o "$work/full64" --fp16 >>"$OUT/summary.txt" 2>&1; then
     $PY -m sslrt.cli bench -m "$work/full64" --backends "$gpu_backends" --precisions fp32,fp16 --batch 1,128 --scope engine \
       --seconds 1 --json "$OUT/gpu_bench_${slug}.json" > "$OUT/gpu_bench_${slug}.md" || status=1
+    # -- 6. end to end on the GPU backends: is the host (decoding) or the engine the limit? --------
+    log "6/6 end to end vs engine only, GPU backends, per preparation-thread count"
+    if has soundfile; then
+      $PY benchmarks/e2e_workers.py --model "$work/full64" --backends "$gpu_backends" --precision fp16 --batch 32 \
+        --pairs "${E2E_PAIRS:-256}" --workers 4,auto --out "$OUT/gpu_e2e_workers_${slug}" || status=1
+    else
+      log "end to end skipped: soundfile is not installed (no wheel for it under $WHEELS)"
+    fi
   else
     log "bench skipped: the full-width export failed (see above)"; status=1
   fi
   rm -rf "$work"
 else
-  log "bench skipped: no GPU backend available here (${gpu_backends:-none}) or no onnx"
+  log "bench and end to end skipped: no GPU backend available here (${gpu_backends:-none}) or no onnx"
 fi
 
 log "reports in $OUT (exit $status)"

@@ -12,7 +12,7 @@ class CountingEngine:
 
     def __init__(self, engine):
         self.engine, self.calls = engine, []
-        self.backend, self.precision = engine.backend, engine.precision
+        self.backend, self.precision, self.device = engine.backend, engine.precision, engine.device
 
     def run(self, feeds):
         self.calls.append(len(next(iter(feeds.values()))))
@@ -94,6 +94,16 @@ def test_pipelined_and_sequential_runs_give_the_same_results(tiny_export, media)
     par = [r.heatmap for r in loc.localize_many(pairs, batch_size=3, workers=2)]
     assert len(seq) == len(par) == 10
     assert all(np.array_equal(a, b) for a, b in zip(seq, par))
+
+
+def test_preparation_threads_follow_the_engines_device():
+    from sslrt.runtime.pipeline import MAX_GPU_PREPARE_WORKERS, prepare_workers
+
+    # a CPU engine shares the cores: one thread per core, at most four
+    assert [prepare_workers("cpu", n) for n in (1, 2, 4, 16)] == [1, 2, 4, 4]
+    # a GPU engine leaves every core but the one driving it to preparation
+    assert [prepare_workers("cuda", n) for n in (1, 2, 16, 64)] == [1, 1, 15, MAX_GPU_PREPARE_WORKERS]
+    assert prepare_workers("?", 16) == 4  # an engine whose device is not known counts as a CPU one
 
 
 def test_one_picture_under_two_names_is_encoded_once(tiny_export, media, tmp_path):

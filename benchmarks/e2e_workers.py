@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""End to end against engine only, per preparation-thread count: how many decoding threads a
+backend needs before its engine, not the host, sets the pace (the default is
+sslrt.runtime.pipeline.prepare_workers: on a CPU one per core up to four, on a GPU every core but
+one). Meant for a GPU machine (benchmarks/gpu.sh runs it), where four threads of ~9 ms of CPU per
+1024 px pair would cap end to end near 450 pairs/s; it runs on any backend.
+
+    PYTHONPATH=. python benchmarks/e2e_workers.py --model EXPORT_DIR --backends torch-cuda,onnxruntime-cuda \\
+        --precision fp16 --batch 32 --workers 4,auto --out OUT/e2e_workers_<card>
+
+Engine only: the fused graph on generated tensors at --batch (sslrt bench's engine scope). End to
+end: `localize_many` over --pairs distinct pairs of an --image-size JPEG and a 10 s WAV, one
+warm-up pass, then --passes timed passes. Writes OUT.md and OUT.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--backends", default="onnxruntime")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--pairs", type=int, default=256)
+    ap.add_argument("--image-size", type=int, default=1024)
+    ap.add_argument("--workers", default="4,auto", help="comma-separated thread counts; auto = the default for the engine")
+    ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument("--out", required=True, help="output path without extension")
+    args = ap.parse_args()
+
+    from sslrt.errors import SslrtError
+    from sslrt.measure.bench import _clear_caches, bench_engines, machine_info, make_pair_files, prepare_cpu
+    from sslrt.resolve import resolve_model
+    from sslrt.runtime.pipeline import Localizer, prepare_workers
+
+    source = resolve_model(args.model)
+    cores = os.cpu_count() or 1
+    rows, skipped = [], []
+    with tempfile.TemporaryDirectory(prefix="sslrt_e2e_workers_") as folder:
+        pairs = make_pair_files(folder, args.pairs, image_size=args.image_size)
+        for backend in [b for b in args.backends.split(",") if b]:
+            try:
+                loc = Localizer.open(source, backend=backend, precision=args.precision)
+            except SslrtError as exc:
+                skipped.append(f"{backend} {args.precision}: {exc}")
+                continue
+            with loc:
+                from sslrt.engines import create_engine
+
+                fused = create_engine(backend, source, precision=args.precision)
+                times, _ = bench_engines({backend: fused}, args.batch, source.spec, rounds=1, min_seconds=2.0)[backend]
+                fused.close()
+                engine_pairs_s = args.batch * len(times) / (sum(times) / 1e3)
+                prep_ms = prepare_cpu(loc, pairs[:32])
+                for spec in args.workers.split(","):
+                    workers = prepare_workers(loc.engine.device, cores) if spec == "auto" else int(spec)
+                    totals = []
+                    for p in range(args.passes + 1):  # the first pass warms up
+                        _clear_caches(loc)
+                        start = time.perf_counter()
+                        for _ in loc.localize_many(pairs, batch_size=args.batch, workers=workers):
+                            pass
+                        if p:
+                            totals.append(time.perf_counter() - start)
+                    e2e_pairs_s = len(pairs) * len(totals) / sum(totals)
+                    rows.append({"backend": backend, "precision": args.precision, "device": loc.engine.device,
+                                 "batch": args.batch, "workers": workers, "workers_asked": spec,
+                                 "e2e_pairs_per_s": e2e_pairs_s, "engine_pairs_per_s": engine_pairs_s,
+                                 "e2e_over_engine": e2e_pairs_s / engine_pairs_s, "prepare_cpu_ms_per_pair": prep_ms})
+                    print(f"{backend} {args.precision} workers {workers}: {e2e_pairs_s:.0f} pairs/s end to end, "
+                          f"{engine_pairs_s:.0f} engine only", file=sys.stderr)
+    machine = machine_info()
+    result = {"machine": machine, "cores": cores, "pairs": args.pairs, "image_size": args.image_size, "rows": rows,
+              "skipped": skipped}
+    lines = ["# End to end vs engine only, per preparation-thread count", "",
+             f"Machine: {machine['cpu']}, {cores} cores" + (f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU")
+             + f". {args.pairs} pairs of a {args.image_size}x{args.image_size} JPEG and a 10 s WAV, {args.passes} timed passes; "
+             "engine only: the fused graph on generated tensors. `python benchmarks/e2e_workers.py`.", "",
+             "| backend | precision | batch | threads | end to end pairs/s | engine only pairs/s | e2e / engine | preparation CPU ms/pair |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        threads = f"{r['workers']}" + (" (default)" if r["workers_asked"] == "auto" else "")
+        lines.append(f"| {r['backend']} | {r['precision']} | {r['batch']} | {threads} | {r['e2e_pairs_per_s']:.0f} | "
+                     f"{r['engine_pairs_per_s']:.0f} | {r['e2e_over_engine']:.0%} | {r['prepare_cpu_ms_per_pair']:.1f} |")
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(skipped)]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps(result, indent=2) + "\n")
+    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
