@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from sslrt.errors import SslrtError
-from sslrt.store.atomic import atomic_path, deferred_signals, make_public, pid_alive
+from sslrt.store.atomic import atomic_path, deferred_signals, make_public, remove_stale
 from sslrt.runtime.localization import minmax_normalize
 
 
@@ -91,19 +91,7 @@ _STAGED = re.compile(r"^\.sslrt-staged\.(\d+)\..*\.tmp\.[a-z]+$")
 
 def remove_stale_pictures(folder: str | os.PathLike) -> list[str]:
     """Remove the staged pictures in `folder` whose run is no longer alive; returns their paths."""
-    removed = []
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return removed
-    for entry in entries:
-        m = _STAGED.match(entry)
-        path = os.path.join(folder, entry)
-        if m and os.path.isfile(path) and not os.path.islink(path) and not pid_alive(int(m.group(1))):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-                removed.append(path)
-    return removed
+    return remove_stale(os.fspath(folder), _STAGED)
 
 
 class StagedPictures:

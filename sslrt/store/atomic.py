@@ -65,7 +65,13 @@ def remove_stale_staging(final_dir: str) -> list[str]:
     Returns the removed paths."""
     final_dir = os.path.abspath(final_dir)
     parent, name = os.path.dirname(final_dir), os.path.basename(final_dir)
-    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.[^/]*\.tmp$")
+    return remove_stale(parent, re.compile(rf"^\.{re.escape(name)}\.(\d+)\.[^/]*\.tmp$"), folders=True)
+
+
+def remove_stale(parent: str, pattern: re.Pattern, folders: bool = False) -> list[str]:
+    """Remove the entries of `parent` (files, or with `folders` folders) whose names match
+    `pattern`, its first group being the PID of the process that made them, where that process is
+    no longer running: what killed writers left. Returns the removed paths."""
     removed = []
     try:
         entries = os.listdir(parent)
@@ -74,9 +80,17 @@ def remove_stale_staging(final_dir: str) -> list[str]:
     for entry in entries:
         m = pattern.match(entry)
         path = os.path.join(parent, entry)
-        if m and os.path.isdir(path) and not os.path.islink(path) and not pid_alive(int(m.group(1))):
+        kind_ok = os.path.isdir(path) if folders else os.path.isfile(path)
+        if not m or os.path.islink(path) or not kind_ok or pid_alive(int(m.group(1))):
+            continue
+        if folders:
             shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+        else:
+            try:
+                os.unlink(path)
+            except OSError:
+                continue
+        removed.append(path)
     return removed
 
 
