@@ -239,14 +239,29 @@ def read_image_bytes(path: str | os.PathLike) -> np.ndarray:
     max_bytes = _max_file_bytes()
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise SslrtError(_too_large(path, max_bytes))
             prefix = f.read(_HEADER_PREFIX)
             if not prefix:
                 raise SslrtError(f"image is empty: {path}")
             head = _sniff(prefix)
             if head is not None and head.width is not None:
                 _check_pixels(head.width, head.height, path)
-            f.seek(0)
-            data = np.fromfile(f, dtype=np.uint8, count=max_bytes + 1)
+            # Sized by the file, not by the limit: np.fromfile(count=limit) reserved the whole
+            # limit (416 MB by default) per read, which strict overcommit or `ulimit -v` refuses.
+            data = np.empty(max(size, len(prefix)), dtype=np.uint8)
+            got = len(prefix)
+            data[:got] = np.frombuffer(prefix, dtype=np.uint8)
+            if size > got:
+                got += f.readinto(memoryview(data)[got:]) or 0
+            data = data[:got]
+            more = []  # a file that grew since it was measured: read on, in chunks, bounded still
+            while got <= max_bytes and (chunk := f.read(min(1 << 20, max_bytes + 1 - got))):
+                more.append(np.frombuffer(chunk, dtype=np.uint8))
+                got += len(chunk)
+            if more:
+                data = np.concatenate([data, *more])
     except OSError as exc:
         raise SslrtError(f"cannot read image {path}: {exc.strerror or exc}") from None
     if data.size > max_bytes:
