@@ -257,6 +257,23 @@ def test_signal_during_eval(sig, code, vggss_root, tiny_export, uninterrupted, t
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_during_a_run_with_overlays_leaves_none(sig, code, tiny_export, media, tmp_path):
+    """Overlays are staged on disk as they are made; an interrupted run removes them all."""
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("".join(f"{media}/scene.jpg,{media}/sound.wav\n" for _ in range(20)))
+    out = tmp_path / "overlays"
+    out.mkdir()
+    proc = _start(SLOW_EVAL, ["run", "--pairs", csv, "-m", tiny_export.directory, "--batch-size", "1", "--save-dir", out])
+    _wait_for(lambda: len(os.listdir(out)) >= 2, proc)  # two overlays staged under hidden names
+    assert all(name.startswith(".sslrt-staged.") for name in os.listdir(out))
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    assert stderr == "interrupted\n" and stdout == ""
+    assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_during_export(sig, code, tiny_checkpoint, tmp_path):
     out = tmp_path / "exp"
     proc = _start(SLOW_EXPORT, ["export", tiny_checkpoint, "-o", out])
