@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -39,14 +38,43 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="output path without extension")
     args = ap.parse_args()
 
+    from sslrt.engines import create_engine
     from sslrt.errors import SslrtError
     from sslrt.measure.bench import _clear_caches, bench_engines, machine_info, make_pair_files, prepare_cpu
     from sslrt.resolve import resolve_model
-    from sslrt.runtime.pipeline import Localizer, prepare_workers
+    from sslrt.runtime.pipeline import Localizer, prepare_workers, usable_cores
 
     source = resolve_model(args.model)
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     rows, skipped = [], []
+
+    def measure(loc, backend: str, pairs) -> None:
+        """This backend's rows: engine only once, then end to end per thread count."""
+        fused = create_engine(backend, source, precision=args.precision)
+        try:
+            times, _ = bench_engines({backend: fused}, args.batch, source.spec, rounds=1, min_seconds=2.0)[backend]
+        finally:
+            fused.close()
+        engine_pairs_s = args.batch * len(times) / (sum(times) / 1e3)
+        prep_ms = prepare_cpu(loc, pairs[:32])
+        for spec in args.workers.split(","):
+            workers = prepare_workers(loc.engine.device, cores) if spec == "auto" else int(spec)
+            totals = []
+            for p in range(args.passes + 1):  # the first pass warms up
+                _clear_caches(loc)
+                start = time.perf_counter()
+                for _ in loc.localize_many(pairs, batch_size=args.batch, workers=workers):
+                    pass
+                if p:
+                    totals.append(time.perf_counter() - start)
+            e2e_pairs_s = len(pairs) * len(totals) / sum(totals)
+            rows.append({"backend": backend, "precision": args.precision, "device": loc.engine.device,
+                         "batch": args.batch, "workers": workers, "workers_asked": spec,
+                         "e2e_pairs_per_s": e2e_pairs_s, "engine_pairs_per_s": engine_pairs_s,
+                         "e2e_over_engine": e2e_pairs_s / engine_pairs_s, "prepare_cpu_ms_per_pair": prep_ms})
+            print(f"{backend} {args.precision} workers {workers}: {e2e_pairs_s:.0f} pairs/s end to end, "
+                  f"{engine_pairs_s:.0f} engine only", file=sys.stderr)
+
     with tempfile.TemporaryDirectory(prefix="sslrt_e2e_workers_") as folder:
         pairs = make_pair_files(folder, args.pairs, image_size=args.image_size)
         for backend in [b for b in args.backends.split(",") if b]:
@@ -55,31 +83,12 @@ def main() -> int:
             except SslrtError as exc:
                 skipped.append(f"{backend} {args.precision}: {exc}")
                 continue
-            with loc:
-                from sslrt.engines import create_engine
-
-                fused = create_engine(backend, source, precision=args.precision)
-                times, _ = bench_engines({backend: fused}, args.batch, source.spec, rounds=1, min_seconds=2.0)[backend]
-                fused.close()
-                engine_pairs_s = args.batch * len(times) / (sum(times) / 1e3)
-                prep_ms = prepare_cpu(loc, pairs[:32])
-                for spec in args.workers.split(","):
-                    workers = prepare_workers(loc.engine.device, cores) if spec == "auto" else int(spec)
-                    totals = []
-                    for p in range(args.passes + 1):  # the first pass warms up
-                        _clear_caches(loc)
-                        start = time.perf_counter()
-                        for _ in loc.localize_many(pairs, batch_size=args.batch, workers=workers):
-                            pass
-                        if p:
-                            totals.append(time.perf_counter() - start)
-                    e2e_pairs_s = len(pairs) * len(totals) / sum(totals)
-                    rows.append({"backend": backend, "precision": args.precision, "device": loc.engine.device,
-                                 "batch": args.batch, "workers": workers, "workers_asked": spec,
-                                 "e2e_pairs_per_s": e2e_pairs_s, "engine_pairs_per_s": engine_pairs_s,
-                                 "e2e_over_engine": e2e_pairs_s / engine_pairs_s, "prepare_cpu_ms_per_pair": prep_ms})
-                    print(f"{backend} {args.precision} workers {workers}: {e2e_pairs_s:.0f} pairs/s end to end, "
-                          f"{engine_pairs_s:.0f} engine only", file=sys.stderr)
+            try:
+                with loc:
+                    measure(loc, backend, pairs)
+            except Exception as exc:  # noqa: BLE001  one backend failing (CUDA out of memory, ...) keeps the others' rows
+                text = str(exc).splitlines()[0][:200] if str(exc) else ""
+                skipped.append(f"{backend} {args.precision}: failed: {type(exc).__name__}: {text}")
     machine = machine_info()
     result = {"machine": machine, "cores": cores, "pairs": args.pairs, "image_size": args.image_size, "rows": rows,
               "skipped": skipped}

@@ -22,7 +22,8 @@
 # with), OUT_DIR/gpu_tests_<card>.{log,xml}, OUT_DIR/parity_report_gpu_<card>.{md,json},
 # OUT_DIR/gpu_latency_<card>.{md,json}, OUT_DIR/gpu_bench_<card>.{md,json},
 # OUT_DIR/gpu_e2e_workers_<card>.{md,json}, OUT_DIR/summary.txt.
-# Environment: PYTHON (default: python3), SSLRT_SHARED (default ../shared), PAIRS (default 64).
+# Environment: PYTHON (default: python3), SSLRT_SHARED (default ../shared), PAIRS (default 64),
+# E2E_PAIRS (pairs of step 6, default 256).
 # Each step runs even if an earlier one failed; the exit code is non-zero if any failed.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -160,7 +161,7 @@ if [ -n "$gpu_backends" ] && has onnx; then
       log "end to end skipped: soundfile is not installed (no wheel for it under $WHEELS)"
     fi
   else
-    log "bench skipped: the full-width export failed (see above)"; status=1
+    log "bench and end to end skipped: the full-width export failed (see above)"; status=1
   fi
   rm -rf "$work"
 else

@@ -173,6 +173,19 @@ def test_staged_pictures_of_a_killed_run_are_removed_by_the_next(tiny_export, me
     assert sorted(os.listdir(out)) == ["keep.png", "new.png"]
 
 
+def test_staged_names_from_elsewhere_are_left_alone(tmp_path):
+    """Only this host's staged pictures of dead runs are swept: another machine's (a shared folder)
+    stay; a name of ours with a PID too large to exist is stale, not a crash."""
+    from sslrt.runtime.overlay import _host, remove_stale_pictures
+
+    other = tmp_path / ".sslrt-staged.some-other-host.999999.a.png.x.tmp.png"
+    huge = tmp_path / f".sslrt-staged.{_host()}.99999999999999999999.a.png.x.tmp.png"
+    for p in (other, huge):
+        p.write_bytes(b"x")
+    assert remove_stale_pictures(tmp_path) == [str(huge)]
+    assert other.exists() and not huge.exists()
+
+
 def test_staged_pictures_publish_whole_despite_ctrl_c(tmp_path):
     """Ctrl-C during commit's renames is held back until every picture is in place."""
     import signal
@@ -191,6 +204,7 @@ def test_staged_pictures_publish_whole_despite_ctrl_c(tmp_path):
         if dst.endswith("a.png"):
             signal.raise_signal(signal.SIGINT)
 
+    handler = signal.getsignal(signal.SIGINT)
     overlay.os.replace = replace_then_interrupt
     try:
         with pytest.raises(KeyboardInterrupt):
@@ -198,6 +212,7 @@ def test_staged_pictures_publish_whole_despite_ctrl_c(tmp_path):
     finally:
         overlay.os.replace = real_replace
     assert sorted(os.listdir(tmp_path)) == ["a.png", "b.png", "c.png"]
+    assert signal.getsignal(signal.SIGINT) is handler  # the handler the commit held the signal from
 
 
 def test_staged_pictures_commit_failure_is_one_line(tmp_path):

@@ -106,6 +106,31 @@ def test_preparation_threads_follow_the_engines_device():
     assert prepare_workers("?", 16) == 4  # an engine whose device is not known counts as a CPU one
 
 
+def test_localize_many_sizes_its_preparation_pool_by_the_device(tiny_export, media, monkeypatch):
+    import concurrent.futures
+
+    import sslrt.runtime.pipeline as pipeline
+
+    sizes = []
+
+    class Recording(concurrent.futures.ThreadPoolExecutor):
+        def __init__(self, max_workers=None, *a, **k):
+            sizes.append(max_workers)
+            super().__init__(max_workers, *a, **k)
+
+    monkeypatch.setattr(pipeline, "ThreadPoolExecutor", Recording)
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 12)
+    loc = _split_localizer(tiny_export.directory)
+    pairs = [(media / "scene.jpg", media / "sound.wav")] * 2
+    list(loc.localize_many(pairs, batch_size=1))
+    assert sizes == [4, 1]  # a CPU engine: at most four preparation threads (and one finisher)
+    for engine in loc.engines.values():
+        engine.device = "cuda"  # as a GPU engine reports itself
+    sizes.clear()
+    list(loc.localize_many(pairs, batch_size=1))
+    assert sizes == [11, 1]  # every core but the one driving the engine
+
+
 def test_one_picture_under_two_names_is_encoded_once(tiny_export, media, tmp_path):
     import shutil
 

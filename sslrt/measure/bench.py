@@ -180,6 +180,7 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
     source = resolve_model(model, progress=say)
     exported = source.exported
     combos = list(dict.fromkeys([REFERENCE] + [(b, p) for b in backends for p in precisions]))
+    batches = list(dict.fromkeys(batches))
     # Interleaved rounds need every row open at once (memory: the sum of the engines); one round
     # measures one row after the other, with one engine or pipeline open at a time.
     rounds = max(1, rounds)

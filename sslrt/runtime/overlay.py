@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import tempfile
 
 import cv2
@@ -83,15 +84,22 @@ def _encode_to(tmp: str, path: str, ext: str, bgr: np.ndarray) -> None:
     data.tofile(tmp)
 
 
-# Hidden names of staged pictures: .sslrt-staged.PID.NAME.XXXX.tmp.EXT beside their targets. The
-# PID lets the next run remove what a killed run (SIGKILL, power loss: no `finally`) left.
+# Hidden names of staged pictures: .sslrt-staged.HOST.PID.NAME.XXXX.tmp.EXT beside their targets.
+# The PID lets the next run remove what a killed run (SIGKILL, power loss: no `finally`) left.
+# The host is in the name too: a PID says nothing about a run on another machine (or container)
+# that shares the folder, so only this host's staged pictures are ever swept.
 _STAGED_PREFIX = ".sslrt-staged."
-_STAGED = re.compile(r"^\.sslrt-staged\.(\d+)\..*\.tmp\.[a-z]+$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:32] or "host"
 
 
 def remove_stale_pictures(folder: str | os.PathLike) -> list[str]:
-    """Remove the staged pictures in `folder` whose run is no longer alive; returns their paths."""
-    return remove_stale(os.fspath(folder), _STAGED)
+    """Remove the staged pictures in `folder` left by runs of this host that are no longer alive;
+    returns their paths."""
+    pattern = re.compile(rf"^{re.escape(_STAGED_PREFIX + _host())}\.(\d+)\..*\.tmp\.[a-z]+$")
+    return remove_stale(os.fspath(folder), pattern)
 
 
 class StagedPictures:
@@ -116,7 +124,7 @@ class StagedPictures:
     def add(self, path: str | os.PathLike, bgr: np.ndarray) -> None:
         path = os.fspath(path)
         ext = check_picture_path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f"{_STAGED_PREFIX}{os.getpid()}.{os.path.basename(path)}.", suffix=f".tmp{ext}",
+        fd, tmp = tempfile.mkstemp(prefix=f"{_STAGED_PREFIX}{_host()}.{os.getpid()}.{os.path.basename(path)}.", suffix=f".tmp{ext}",
                                    dir=os.path.dirname(os.path.abspath(path)))
         self._staged.append((tmp, path))
         os.close(fd)

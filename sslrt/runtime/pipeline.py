@@ -274,6 +274,15 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
 MAX_GPU_PREPARE_WORKERS = 16
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: taskset, a container's cpuset, a Ray
+    actor's), not the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def prepare_workers(device: str, cores: int) -> int:
     """Default preparation threads of `localize_many` for an engine on `device` ("cpu", "cuda").
 
@@ -475,7 +484,7 @@ class Localizer:
         """
         check_batch_size(batch_size)
         if workers is None:
-            workers = prepare_workers(self.engine.device, os.cpu_count() or 2)
+            workers = prepare_workers(getattr(self.engine, "device", "cpu"), usable_cores())
         lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
         in_flight = InFlight(capacity=max(8, batch_size * (lookahead + 1)))  # about the pairs in flight
         prepare = lambda pair: self.prepare(pair[0], pair[1], in_flight)  # noqa: E731

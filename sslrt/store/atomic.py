@@ -51,7 +51,7 @@ def pid_alive(pid: int) -> bool:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process; no PID that large (a name made up)
         return False
     except (PermissionError, OSError):
         return True  # another user's process: alive as far as we can tell
@@ -79,9 +79,11 @@ def remove_stale(parent: str, pattern: re.Pattern, folders: bool = False) -> lis
         return removed
     for entry in entries:
         m = pattern.match(entry)
+        if not m:  # before any stat: a folder may hold many other files
+            continue
         path = os.path.join(parent, entry)
         kind_ok = os.path.isdir(path) if folders else os.path.isfile(path)
-        if not m or os.path.islink(path) or not kind_ok or pid_alive(int(m.group(1))):
+        if os.path.islink(path) or not kind_ok or pid_alive(int(m.group(1))):
             continue
         if folders:
             shutil.rmtree(path, ignore_errors=True)
@@ -156,12 +158,14 @@ def deferred_signals():
         return
     arrived: list[int] = []
     previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.signal(sig, lambda signum, frame: arrived.append(signum))
-        except (ValueError, OSError):
-            pass
     try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is None:  # a handler set from C (an embedding host): left alone
+                continue
+            try:
+                previous[sig] = signal.signal(sig, lambda signum, frame: arrived.append(signum))
+            except (ValueError, OSError):
+                pass
         yield
     finally:
         for sig, handler in previous.items():
