@@ -485,7 +485,8 @@ def models_markdown(result: dict) -> str:
     lines = ["# sslrt bench: model families side by side", "",
              f"Machine: {m['cpu']}, {m['cores']} cores" + (f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU")
              + f"; threads {result['threads'] or 'default'}. One run; every model's speed-up is against its own "
-             "PyTorch fp32 eager reference in that run.", ""]
+             "PyTorch fp32 eager reference in that run"
+             + (f", its rows measured in {result['runs'][0]['rounds']} interleaved rounds." if result["runs"] and result["runs"][0].get("rounds") else "."), ""]
     batches = sorted({r["batch"] for run in result["runs"] for r in run["rows"]})
     combos = [(r["backend"], r["precision"]) for r in result["runs"][0]["rows"] if r["scope"] == "engine"] if result["runs"] else []
     combos = list(dict.fromkeys(c for c in combos if c != REFERENCE))
