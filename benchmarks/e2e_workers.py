@@ -2,11 +2,11 @@
 """End to end against engine only, per preparation-thread count: how many decoding threads a
 backend needs before its engine, not the host, sets the pace (the default is
 sslrt.runtime.pipeline.prepare_workers: on a CPU one per core up to four, on a GPU every core but
-one). Meant for a GPU machine (benchmarks/gpu.sh runs it), where four threads of ~9 ms of CPU per
+one, at most 8). Meant for a GPU machine (benchmarks/gpu.sh runs it), where four threads of ~9 ms of CPU per
 1024 px pair would cap end to end near 450 pairs/s; it runs on any backend.
 
     PYTHONPATH=. python benchmarks/e2e_workers.py --model EXPORT_DIR --backends torch-cuda,onnxruntime-cuda \\
-        --precision fp16 --batch 32 --workers 4,auto --out OUT/e2e_workers_<card>
+        --precision fp16 --batch 32 --workers 4,auto,15 --out OUT/e2e_workers_<card>
 
 Engine only: the fused graph on generated tensors at --batch (sslrt bench's engine scope). End to
 end: `localize_many` over --pairs distinct pairs of an --image-size JPEG and a 10 s WAV, one

@@ -102,7 +102,7 @@ def test_preparation_threads_follow_the_engines_device():
     # a CPU engine shares the cores: one thread per core, at most four
     assert [prepare_workers("cpu", n) for n in (1, 2, 4, 16)] == [1, 2, 4, 4]
     # a GPU engine leaves every core but the one driving it to preparation
-    assert [prepare_workers("cuda", n) for n in (1, 2, 16, 64)] == [1, 1, 15, MAX_GPU_PREPARE_WORKERS]
+    assert [prepare_workers("cuda", n) for n in (1, 2, 6, 64)] == [1, 1, 5, MAX_GPU_PREPARE_WORKERS]
     assert prepare_workers("?", 16) == 4  # an engine whose device is not known counts as a CPU one
 
 
@@ -119,7 +119,7 @@ def test_localize_many_sizes_its_preparation_pool_by_the_device(tiny_export, med
             super().__init__(max_workers, *a, **k)
 
     monkeypatch.setattr(pipeline, "ThreadPoolExecutor", Recording)
-    monkeypatch.setattr(pipeline, "usable_cores", lambda: 12)
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 6)
     loc = _split_localizer(tiny_export.directory)
     pairs = [(media / "scene.jpg", media / "sound.wav")] * 2
     list(loc.localize_many(pairs, batch_size=1))
@@ -128,7 +128,7 @@ def test_localize_many_sizes_its_preparation_pool_by_the_device(tiny_export, med
         engine.device = "cuda"  # as a GPU engine reports itself
     sizes.clear()
     list(loc.localize_many(pairs, batch_size=1))
-    assert sizes == [11, 1]  # every core but the one driving the engine
+    assert sizes == [5, 1]  # every core but the one driving the engine
 
 
 def test_one_picture_under_two_names_is_encoded_once(tiny_export, media, tmp_path):

@@ -269,9 +269,10 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
                         cached_audio[0] if cached_audio is not None else None)
 
 
-# A GPU engine leaves the host's cores to preparation; beyond this many threads the GIL-holding
-# Python part of each pair (~0.5 ms of ~9 at 1024 px) would be what limits.
-MAX_GPU_PREPARE_WORKERS = 16
+# A GPU engine leaves the host's cores to preparation, up to this many threads: a pair holds the
+# GIL for ~12% of its preparation (py-spy --gil, 1024 px JPEG + 10 s WAV: 239 of 1999 samples,
+# mostly the resize's per-block NumPy calls), so threads beyond ~8 add GIL waits, not pairs/s.
+MAX_GPU_PREPARE_WORKERS = 8
 
 
 def usable_cores() -> int:
@@ -288,8 +289,9 @@ def prepare_workers(device: str, cores: int) -> int:
 
     On a CPU the engine needs the cores too: one thread per core, at most four (measured on two
     cores, see localize_many). On a GPU the engine needs one host thread: decoding and
-    preprocessing (~9 ms of CPU per 1024 px pair) get the other cores, since four threads would cap
-    end to end near 4 / 9 ms = ~450 pairs/s, under a GPU engine's thousands of pairs/s.
+    preprocessing (~9 ms of CPU per 1024 px pair) get the other cores, up to
+    MAX_GPU_PREPARE_WORKERS, since four threads would cap end to end near 4 / 9 ms = ~450 pairs/s,
+    under a GPU engine's thousands of pairs/s (not yet measured on a GPU: benchmarks/e2e_workers.py).
     """
     cores = max(1, int(cores))
     if device != "cuda":
