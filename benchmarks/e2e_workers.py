@@ -18,7 +18,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +39,7 @@ def main() -> int:
 
     from sslrt.engines import create_engine
     from sslrt.errors import SslrtError
-    from sslrt.measure.bench import _clear_caches, bench_engines, machine_info, make_pair_files, prepare_cpu
+    from sslrt.measure.bench import bench_engines, e2e_pass, machine_info, make_pair_files, prepare_cpu
     from sslrt.resolve import resolve_model
     from sslrt.runtime.pipeline import Localizer, prepare_workers, usable_cores
 
@@ -59,15 +58,9 @@ def main() -> int:
         prep_ms = prepare_cpu(loc, pairs[:32])
         for spec in args.workers.split(","):
             workers = prepare_workers(loc.engine.device, cores) if spec == "auto" else int(spec)
-            totals = []
-            for p in range(args.passes + 1):  # the first pass warms up
-                _clear_caches(loc)
-                start = time.perf_counter()
-                for _ in loc.localize_many(pairs, batch_size=args.batch, workers=workers):
-                    pass
-                if p:
-                    totals.append(time.perf_counter() - start)
-            e2e_pairs_s = len(pairs) * len(totals) / sum(totals)
+            e2e_pass(loc, pairs, args.batch, False, workers)  # warm-up
+            totals_ms = [e2e_pass(loc, pairs, args.batch, False, workers)[0] for _ in range(args.passes)]
+            e2e_pairs_s = len(pairs) * len(totals_ms) / (sum(totals_ms) / 1e3)
             rows.append({"backend": backend, "precision": args.precision, "device": loc.engine.device,
                          "batch": args.batch, "workers": workers, "workers_asked": spec,
                          "e2e_pairs_per_s": e2e_pairs_s, "engine_pairs_per_s": engine_pairs_s,
