@@ -250,6 +250,8 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
                     for loc in localizers.values():
                         loc.close()
 
+    from sslrt.runtime.pipeline import usable_cores  # the cores the CPU bound shares out
+
     # the tables list each backend's rows together, in the order asked
     rows.sort(key=lambda r: (r.scope != "engine", combos.index((r.backend, r.precision)), batches.index(r.batch)))
     for row in rows:
@@ -260,7 +262,7 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
             "machine": machine_info(), "threads": threads, "reference": "torch fp32 eager, fused graph, sequential",
             "e2e_inputs": f"{e2e_pairs} pairs of a {e2e_image_size}x{e2e_image_size} JPEG (quality 90) and a 10 s 16 kHz wav",
             "rows": [asdict(r) for r in rows], "interactive": interactive, "skipped": skipped, "rounds": rounds,
-            "prepare_cpu_ms_per_pair": prepare_cpu_ms, "cores": threads or os.cpu_count() or 1}
+            "prepare_cpu_ms_per_pair": prepare_cpu_ms, "cores": threads or usable_cores()}
 
 
 def _clear_caches(loc) -> None:
