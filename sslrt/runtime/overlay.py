@@ -132,19 +132,20 @@ class StagedPictures:
 
     def commit(self) -> list[str]:
         """Rename every staged picture to its target; returns the targets in the order added."""
-        done = []
+        done = 0
         with deferred_signals():
-            while self._staged:
-                tmp, path = self._staged[0]
-                try:
+            try:
+                for tmp, path in self._staged:
                     make_public(tmp)
                     os.replace(tmp, path)
-                except OSError as exc:
-                    raise SslrtError(f"cannot write {path}: {exc.strerror or exc}; {len(done)} of "
-                                     f"{len(done) + len(self._staged)} overlays were written") from None
-                self._staged.pop(0)
-                done.append(path)
-        return done
+                    done += 1
+            except OSError as exc:
+                raise SslrtError(f"cannot write {path}: {exc.strerror or exc}; {done} of {len(self._staged)} "
+                                 "overlays were written") from None
+            finally:  # discard() removes only what was not renamed
+                targets = [path for _, path in self._staged[:done]]
+                del self._staged[:done]
+        return targets
 
     def discard(self) -> None:
         for tmp, _ in self._staged:
