@@ -24,8 +24,8 @@ Properties, as measured on a 2-core AMD EPYC (benchmarks/openvino_modes.py):
   only the 512-channel convolutions (6 of the 14) at batch 1 measured 61 ms in the fast state and
   73.5 in the slow one (all 14: 61 and 80; direct: 68 and 70.8; 2.5 minutes of alternating rounds,
   mostly in the slow state), so it too loses while the machine is slow; the split streams keep
-  all 14 (54.8 ms/pair at batch 8, against 58.3 with the 512-channel ones only). `winograd=False`, or SSLRT_OPENVINO_WINOGRAD=0, keeps the
-  direct graph everywhere.
+  all 14 (54.8 ms/pair at batch 8, against 58.3 with the 512-channel ones only).
+  `winograd=False`, or SSLRT_OPENVINO_WINOGRAD=0, keeps the direct graph everywhere.
 - INFERENCE_PRECISION_HINT f32 always. The CPU plugin's default on a CPU with bf16 instructions
   is bf16, which is not fp32 (heatmaps off by ~1e-2) and, for the INT8 graphs, also slower.
 - a batch of one runs on a LATENCY-compiled model (one stream, every thread on the one request);

@@ -465,8 +465,8 @@ class Localizer:
         With `workers` > 0, decoding and preprocessing of the next batches run in a thread pool
         while the engine runs the current one (OpenCV, NumPy and the engines release the GIL);
         None: `prepare_workers` for the engine's device (on a CPU, one per core, at most four).
-        Two workers on two cores, although the engine
-        uses both cores too, keep the next batch ready: end to end at batch 8 (1024 px JPEG + 10 s
+        Two workers on two cores, although the engine uses both cores too, keep the next batch
+        ready: end to end at batch 8 (1024 px JPEG + 10 s
         WAV, full width) went from 87% to 90-93% of engine-only throughput in fp32 and from 77% to
         82% in INT8 (one worker). An input repeated among the pairs in flight is prepared once.
         The heatmaps of one batch become results (peak, box, score) in another thread while the
