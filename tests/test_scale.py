@@ -448,6 +448,6 @@ def test_keep_freed_memory_applies_on_glibc():
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip(f"glibc's mallopt only; this is {platform.libc_ver()[0] or 'another libc'}")
-    code = "from sslrt.scale import keep_freed_memory; print(keep_freed_memory())"
+    code = "from sslrt.runtime.allocator import keep_freed_memory; print(keep_freed_memory())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr

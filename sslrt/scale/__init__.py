@@ -74,25 +74,3 @@ def connect(address: str | None = None, num_cpus: int | None = None, environment
             else:
                 os.environ[name] = value
     return True
-
-
-def keep_freed_memory() -> bool:
-    """In a process sslrt owns (a Serve replica, a Ray actor): let glibc's malloc keep freed memory
-    for reuse instead of handing it back to the kernel. Each pair allocates ~10 MB of temporaries
-    (the decoded image, the spectrogram's frames); with decoding threads, a request handler and
-    the engine allocating side by side, glibc returned that memory after every pair and took it
-    back page by page: ~2000 page faults and ~5 ms of system time per request in a replica, ~5
-    faults after this (per-thread counters of /proc/PID/task). The cost: up to 256 MB of freed
-    memory may stay mapped per malloc arena. Not done in a user's own process (the in-process
-    API): the allocator there is theirs. Returns whether it applied (glibc only)."""
-    import ctypes
-
-    try:
-        # the symbols this process already has (libc's among them): no library search, which
-        # would spawn ldconfig at every actor's start
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):  # no mallopt (macOS), no CDLL(None) (Windows)
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    # blocks under 32 MB come from the arenas (a value every glibc accepts: older ones cap it there)
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 256 << 20))

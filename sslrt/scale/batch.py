@@ -143,7 +143,7 @@ class _LocalizeActor:
     def __init__(self, model: str, backend: str, precision: str, threads: int | None, reuse_embeddings: bool,
                  sounding_threshold: float | None, keep_embeddings: bool, batch_size: int):
         from sslrt.runtime.pipeline import Localizer
-        from sslrt.scale import keep_freed_memory
+        from sslrt.runtime.allocator import keep_freed_memory
 
         keep_freed_memory()  # this actor's process is sslrt's
         self.localizer = Localizer.open(model, backend=backend, precision=precision, threads=threads,

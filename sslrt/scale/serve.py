@@ -183,7 +183,7 @@ class LocalizerService:
         from concurrent.futures import ThreadPoolExecutor
 
         from sslrt.runtime.pipeline import Localizer
-        from sslrt.scale import keep_freed_memory
+        from sslrt.runtime.allocator import keep_freed_memory
 
         keep_freed_memory()  # this replica's process is sslrt's
         # Decoding runs on as many threads as the replica has cores, not on asyncio's default pool
