@@ -111,6 +111,7 @@ def _is_video(path: Path) -> bool:
     return is_video_file(path)
 
 
+MAX_WORKERS = 256  # --workers: threads or processes beside the engine
 _AS_COMMAND = False  # main() reads the process's own arguments: this process is the command
 
 
@@ -125,6 +126,16 @@ def process_age_ms() -> float | None:
         return max(0.0, (uptime - start_ticks / os.sysconf("SC_CLK_TCK")) * 1e3)
     except (OSError, ValueError, IndexError, AttributeError):
         return None
+
+
+def _keep_freed_memory() -> None:
+    """Many pairs ahead, in the `sslrt` command's own process: malloc keeps the memory each pair
+    frees for the next one instead of faulting it back in page by page (sslrt.runtime.allocator;
+    1.3-1.6x the preparation throughput). Not in-process callers' (tests, a user's main())."""
+    if _AS_COMMAND:
+        from sslrt.runtime.allocator import keep_freed_memory
+
+        keep_freed_memory()
 
 
 def _default_model() -> str:
@@ -278,6 +289,10 @@ def run(
     output: Optional[Path] = typer.Option(None, "--output", help="With --ray: folder for the result shards, run.json and summary.json."),
     shard_format: str = typer.Option("parquet", "--shard-format", help="With --ray: parquet | jsonl."),
     exact_inputs: bool = typer.Option(False, "--exact-inputs", help=EXACT_INPUTS_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", help="With --pairs: decoding threads or processes beside the engine "
+                                          "(default: one per core up to 4 on a CPU; every core but one on a GPU; 0: none)."),
+    processes: Optional[bool] = typer.Option(None, "--worker-processes/--worker-threads", help="With --pairs: --workers are processes or threads "
+                                             "(default: processes beside a GPU engine on 4+ cores, where threads cannot keep up)."),
 ):
     """Localize the sound of AUDIO in IMAGE (or of every pair in --pairs)."""
     if ray or ray_address:
@@ -322,6 +337,10 @@ def run(
     if save is not None or save_dir is not None:
         remove_stale_pictures(save_dir if save_dir is not None else os.path.dirname(os.path.abspath(save)))
     check_batch_size(batch_size, "--batch-size")
+    if workers is not None and not 0 <= workers <= MAX_WORKERS:
+        raise SslrtError(f"--workers must be between 0 and {MAX_WORKERS}, got {workers}")
+    if len(pair_list) > 1:
+        _keep_freed_memory()
 
     localizer = Localizer.open(str(model) if model else None, backend=backend, precision=precision,
                                threads=threads, progress=_progress, cuda_graph=cuda_graph, notify=lambda m: _err(f"sslrt: {m}"),
@@ -337,7 +356,7 @@ def run(
     taken: set[str] = set()  # names given in this run: two pairs never share an overlay file
     with StagedPictures() as staged, _progress_bar(len(pair_list) > 1) as bar:
         task = bar.add_task("localizing", total=len(pair_list)) if bar else None
-        for row, res in enumerate(localizer.localize_many(pair_list, batch_size=batch_size), start=1):
+        for row, res in enumerate(localizer.localize_many(pair_list, batch_size=batch_size, workers=workers, processes=processes), start=1):
             if video_input is not None:
                 res.image, res.audio = video_input.image_name, video_input.audio_name
             results.append(res)
@@ -401,6 +420,7 @@ def video(
     out = None if no_video else (output or Path(stem + ".mp4"))
     track_path = track or (out.with_suffix(".jsonl") if out is not None else Path(stem + ".jsonl"))
     csv_path = track_path.with_suffix(".csv") if csv_out else None
+    _keep_freed_memory()
     localizer = Localizer.open(str(model) if model else None, backend=backend, precision=precision, threads=threads,
                                progress=_progress, notify=lambda m: _err(f"sslrt: {m}"), family=family,
                                sounding_threshold=sounding_threshold)
@@ -479,6 +499,7 @@ def bench(
         raise SslrtError(f"--rounds must be between 1 and 100, got {rounds}")
     if e2e_pairs < 1 or e2e_pairs > 100_000:
         raise SslrtError(f"--e2e-pairs must be between 1 and 100000, got {e2e_pairs}")
+    _keep_freed_memory()  # end to end measured as `sslrt run --pairs` runs it
     scopes = tuple(split(scope))
     if not scopes or set(scopes) - {"engine", "e2e"}:
         raise SslrtError(f"--scope takes engine and/or e2e, got {scope!r}")
@@ -553,6 +574,7 @@ def evaluate(
     if not root.is_dir():
         raise SslrtError(f"--root folder not found: {root}")
     check_options(str(out), batch_size, retrieval, limit)
+    _keep_freed_memory()
     if json_file is not None and json_file.is_dir():
         raise SslrtError(f"--json must name a file, and {json_file} is a folder")
     if models_list is not None:

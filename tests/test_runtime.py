@@ -104,6 +104,16 @@ def test_preparation_threads_follow_the_engines_device():
     # a GPU engine leaves every core but the one driving it to preparation
     assert [prepare_workers("cuda", n) for n in (1, 2, 6, 64)] == [1, 1, 5, MAX_GPU_PREPARE_WORKERS]
     assert prepare_workers("?", 16) == 4  # an engine whose device is not known counts as a CPU one
+    # in worker processes (no GIL between them) every core but one, however many
+    assert [prepare_workers("cuda", n, processes=True) for n in (1, 2, 6, 64)] == [1, 1, 5, 63]
+
+
+def test_worker_processes_are_the_default_beside_a_gpu_engine_with_cores_to_spare():
+    from sslrt.runtime.pipeline import MIN_CORES_FOR_PROCESSES, prepare_in_processes
+
+    assert prepare_in_processes("cuda", MIN_CORES_FOR_PROCESSES)
+    assert not prepare_in_processes("cuda", MIN_CORES_FOR_PROCESSES - 1)  # a start that would not pay
+    assert not prepare_in_processes("cpu", 64)  # a CPU engine needs the cores itself
 
 
 def test_localize_many_sizes_its_preparation_pool_by_the_device(tiny_export, media, monkeypatch):
@@ -127,8 +137,12 @@ def test_localize_many_sizes_its_preparation_pool_by_the_device(tiny_export, med
     for engine in loc.engines.values():
         engine.device = "cuda"  # as a GPU engine reports itself
     sizes.clear()
-    list(loc.localize_many(pairs, batch_size=1))
-    assert sizes == [5, 1]  # every core but the one driving the engine
+    try:
+        list(loc.localize_many(pairs, batch_size=1))
+        assert sizes == [5, 1]  # every core but the one driving the engine
+        assert loc._offload is not None and loc._offload.processes == 5  # in worker processes (6 cores)
+    finally:
+        loc.close()
 
 
 def test_one_picture_under_two_names_is_encoded_once(tiny_export, media, tmp_path):

@@ -290,12 +290,15 @@ def cpu_bound(engine_ms_per_pair: float, engine_cpu_ms: float, prepare_cpu_ms: f
     return engine_ms_per_pair / max(engine_ms_per_pair, (engine_cpu_ms + prepare_cpu_ms) / cores)
 
 
-def e2e_pass(loc, pairs, batch: int, sequential: bool, workers: int | None = None) -> tuple[float, list[float]]:
+def e2e_pass(loc, pairs, batch: int, sequential: bool, workers: int | None = None,
+             processes: bool | None = None) -> tuple[float, list[float]]:
     """One pass over the pair files with empty embedding caches: (total ms, ms between batch
-    completions). `workers`: preparation threads where not `sequential` (None: localize_many's default)."""
+    completions). `workers`, `processes`: preparation threads or processes where not `sequential`
+    (None: localize_many's default)."""
     _clear_caches(loc)
     marks, start = [], time.perf_counter()
-    for i, _ in enumerate(loc.localize_many(pairs, batch_size=batch, workers=0 if sequential else workers), start=1):
+    many = loc.localize_many(pairs, batch_size=batch, workers=0 if sequential else workers, processes=processes)
+    for i, _ in enumerate(many, start=1):
         if i % batch == 0 or i == len(pairs):
             marks.append(time.perf_counter())
     per_batch = np.diff([start] + marks) * 1e3

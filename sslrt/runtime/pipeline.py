@@ -221,14 +221,35 @@ def _recording(compute):
     return value, [(str(w.message), issubclass(w.category, AudioInputWarning)) for w in caught]
 
 
+def image_input(name: str | None, encoded: np.ndarray | None, array, image_spec, exact: bool):
+    """An image's model input and size, with the warnings raised: ((tensor, (h, w)), caught).
+    `encoded`: a file's bytes (decoded here), else `array` (RGB). Top-level, so that a worker
+    process can run it (sslrt.runtime.offload)."""
+    def compute():
+        rgb = load_image(name, encoded) if encoded is not None else array
+        return image_to_tensor(rgb, image_spec, exact=exact), tuple(np.shape(rgb)[:2])
+
+    return _recording(compute)
+
+
+def audio_input(audio, spec: ModelSpec | None, exact: bool):
+    """An audio input's spectrogram and name, with the warnings raised: ((spectrogram, name), caught)."""
+    return _recording(lambda: _prepare_audio(audio, spec, exact))
+
+
+def _run_here(fn, *args):
+    return fn(*args)
+
+
 def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
                  audio_cache: EmbeddingCache | None = None, spec: ModelSpec | None = None,
-                 in_flight: InFlight | None = None, exact_inputs: bool = False) -> PreparedPair:
+                 in_flight: InFlight | None = None, exact_inputs: bool = False, offload=None) -> PreparedPair:
     """Decode and transform one pair with the family's transforms (`spec`; None: the paper's),
     skipping what the caches already hold (and, with `in_flight`, what another pair being prepared
     shares); silent audio is kept, with a warning recorded. `exact_inputs`: both tensors bit for bit
     as the official code computes them (image_to_tensor(exact=True); a mel front end on torch's
-    kernels, which then needs torch)."""
+    kernels, which then needs torch). `offload(fn, *args)`: where the decoding and transforms run
+    (a sslrt.runtime.offload.ProcessOffload; None: in this thread); keys and caches stay here."""
     t0 = time.perf_counter()
     encoded = None
     if isinstance(image, (str, os.PathLike)):
@@ -243,23 +264,23 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
         image_key = input_key(image)
     audio_key = input_key(audio)
     once = in_flight.get if in_flight is not None else (lambda key, compute: compute())
-
-    def prepare_image():
-        rgb = load_image(_name(image), encoded) if encoded is not None else image
-        return image_to_tensor(rgb, spec.image if spec is not None else None, exact=exact_inputs), tuple(np.shape(rgb)[:2])
+    run = offload or _run_here
 
     cached_image = image_cache.get(image_key) if image_cache else None
     image_caught = []
     if cached_image is not None:
         tensor, size = None, cached_image[1]
     else:
-        (tensor, size), image_caught = once(("image", image_key), lambda: _recording(prepare_image))
+        image_spec = spec.image if spec is not None else None
+        array = None if encoded is not None else image
+        (tensor, size), image_caught = once(("image", image_key),
+                                            lambda: run(image_input, _name(image), encoded, array, image_spec, exact_inputs))
     cached_audio = audio_cache.get(audio_key) if audio_cache else None  # (embedding, its audio warnings)
     if cached_audio is not None:
         spectrogram = None
         audio_caught = [(m, True) for m in cached_audio[1]]
     else:
-        (spectrogram, _), audio_caught = once(("audio", audio_key), lambda: _recording(lambda: _prepare_audio(audio, spec, exact_inputs)))
+        (spectrogram, _), audio_caught = once(("audio", audio_key), lambda: run(audio_input, audio, spec, exact_inputs))
     caught = image_caught + audio_caught
     audio_warnings = [m for m, is_audio in audio_caught if is_audio]
     messages = [m for m, is_audio in caught if not is_audio] + audio_warnings
@@ -269,10 +290,15 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
                         cached_audio[0] if cached_audio is not None else None)
 
 
-# A GPU engine leaves the host's cores to preparation, up to this many threads: a pair holds the
-# GIL for ~12% of its preparation (py-spy --gil, 1024 px JPEG + 10 s WAV: 239 of 1999 samples,
-# mostly the resize's per-block NumPy calls), so threads beyond ~8 add GIL waits, not pairs/s.
+# A GPU engine leaves the host's cores to preparation. In threads, at most this many: a pair holds
+# the GIL for part of its preparation (py-spy --gil, 1024 px JPEG + 10 s WAV: 239 of 1999 samples,
+# mostly the resize's per-block NumPy calls), and on the 16-core Xeon of an H200 machine threads
+# peaked at 8 (preparation alone: 261 / 363 / 265 pairs/s with 4 / 8 / 15; see sslrt.runtime.offload).
 MAX_GPU_PREPARE_WORKERS = 8
+# Worker processes pay a start (~0.5 s: Python, NumPy, OpenCV in each) and ~1.3 MB of pickled
+# tensors per pair: worth it only where threads cannot keep up, i.e. beside a GPU engine on a host
+# with cores to spare.
+MIN_CORES_FOR_PROCESSES = 4
 
 
 def usable_cores() -> int:
@@ -284,18 +310,29 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def prepare_workers(device: str, cores: int) -> int:
-    """Default preparation threads of `localize_many` for an engine on `device` ("cpu", "cuda").
+def prepare_in_processes(device: str, cores: int) -> bool:
+    """Whether `localize_many` prepares pairs in worker processes by default: beside a GPU engine
+    with at least MIN_CORES_FOR_PROCESSES cores (end to end on an H200 with 16 cores, torch-cuda
+    fp16 at batch 32: threads held it at ~240 pairs/s of the engine's 6,300; see
+    benchmarks/gpu/). On a CPU the engine needs the cores itself: threads."""
+    return device == "cuda" and cores >= MIN_CORES_FOR_PROCESSES
+
+
+def prepare_workers(device: str, cores: int, processes: bool = False) -> int:
+    """Default preparation threads (or, with `processes`, worker processes) of `localize_many` for
+    an engine on `device` ("cpu", "cuda").
 
     On a CPU the engine needs the cores too: one thread per core, at most four (measured on two
-    cores, see localize_many). On a GPU the engine needs one host thread: decoding and
-    preprocessing (~9 ms of CPU per 1024 px pair) get the other cores, up to
-    MAX_GPU_PREPARE_WORKERS, since four threads would cap end to end near 4 / 9 ms = ~450 pairs/s,
-    under a GPU engine's thousands of pairs/s (not yet measured on a GPU: benchmarks/e2e_workers.py).
+    cores, see localize_many). On a GPU the engine needs one host thread and decoding gets the
+    other cores: every one of them in processes, up to MAX_GPU_PREPARE_WORKERS in threads (the
+    GIL; ~9-16 ms of CPU per 1024 px pair, so four threads would cap end to end near 250-450
+    pairs/s, a tenth of a GPU engine's).
     """
     cores = max(1, int(cores))
     if device != "cuda":
         return min(4, cores)
+    if processes:
+        return max(1, cores - 1)
     return max(1, min(MAX_GPU_PREPARE_WORKERS, cores - 1))
 
 
@@ -332,6 +369,7 @@ class Localizer:
         self.split = {"vision", "audio"} <= set(engines)
         self.load_ms: float | None = None  # set by open(): resolving the model and opening its engines
         self._first_call = True
+        self._offload = None  # worker processes of localize_many(processes=True), kept between calls
         self.image_cache = EmbeddingCache(cache_size) if self.split else None
         self.audio_cache = EmbeddingCache(cache_size) if self.split else None
 
@@ -415,10 +453,22 @@ class Localizer:
                 cache.put(key, (emb, extra(p)))
         return found
 
-    def prepare(self, image, audio, in_flight: InFlight | None = None) -> PreparedPair:
+    def prepare(self, image, audio, in_flight: InFlight | None = None, offload=None) -> PreparedPair:
         """One pair decoded and transformed for this model: its family's transforms, its embedding
         caches, its exactness (every caller of the engine prepares pairs through here)."""
-        return prepare_pair(image, audio, self.image_cache, self.audio_cache, self.spec, in_flight, self.exact_inputs)
+        return prepare_pair(image, audio, self.image_cache, self.audio_cache, self.spec, in_flight, self.exact_inputs,
+                            offload)
+
+    def _process_offload(self, processes: int):
+        """The worker processes for `processes` workers: the running pool if it has that size."""
+        from sslrt.runtime.offload import ProcessOffload
+
+        if self._offload is not None and self._offload.processes != processes:
+            self._offload.close()
+            self._offload = None
+        if self._offload is None:
+            self._offload = ProcessOffload(processes)
+        return self._offload
 
     def run_prepared(self, batch: list[PreparedPair], keep_embeddings: bool = False) -> list[Localization]:
         return self._finish(batch, self._infer(batch), keep_embeddings)
@@ -459,12 +509,16 @@ class Localizer:
         return results
 
     def localize_many(self, pairs: Iterable[tuple], batch_size: int = 8, workers: int | None = None,
-                      keep_embeddings: bool = False) -> Iterator[Localization]:
+                      keep_embeddings: bool = False, processes: bool | None = None) -> Iterator[Localization]:
         """Pairs in, results out in the same order, `batch_size` pairs per engine call.
 
         With `workers` > 0, decoding and preprocessing of the next batches run in a thread pool
         while the engine runs the current one (OpenCV, NumPy and the engines release the GIL);
         None: `prepare_workers` for the engine's device (on a CPU, one per core, at most four).
+        `processes`: the decoding and transforms run in `workers` worker processes instead, the
+        threads only reading files, keying the caches and waiting (sslrt.runtime.offload: the
+        GIL stops threads from feeding a GPU); None: `prepare_in_processes` for the engine's
+        device (a GPU engine on a host of 4 cores or more). The processes stay until close().
         Two workers on two cores, although the engine uses both cores too, keep the next batch
         ready: end to end at batch 8 (1024 px JPEG + 10 s
         WAV, full width) went from 87% to 90-93% of engine-only throughput in fp32 and from 77% to
@@ -485,11 +539,15 @@ class Localizer:
         sized parallel blocks (session.dynamic_block_base 4 and 16: within 1%).
         """
         check_batch_size(batch_size)
+        device, cores = getattr(self.engine, "device", "cpu"), usable_cores()
+        if processes is None:
+            processes = prepare_in_processes(device, cores)
         if workers is None:
-            workers = prepare_workers(getattr(self.engine, "device", "cpu"), usable_cores())
+            workers = prepare_workers(device, cores, processes)
+        offload = self._process_offload(workers) if processes and workers > 0 else None
         lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
         in_flight = InFlight(capacity=max(8, batch_size * (lookahead + 1)))  # about the pairs in flight
-        prepare = lambda pair: self.prepare(pair[0], pair[1], in_flight)  # noqa: E731
+        prepare = lambda pair: self.prepare(pair[0], pair[1], in_flight, offload)  # noqa: E731
         if workers <= 0:
             for batch in _batches(pairs, batch_size):
                 yield from self.run_prepared([prepare(pair) for pair in batch], keep_embeddings)
@@ -518,6 +576,9 @@ class Localizer:
                 yield from finishing.result()
 
     def close(self) -> None:
+        if self._offload is not None:
+            self._offload.close()
+            self._offload = None
         for engine in self.engines.values():
             engine.close()
 
