@@ -16,8 +16,8 @@
 #   (5) `sslrt bench`, engine only, of every GPU backend here (onnxruntime-cuda, torch-cuda; fp32 and
 #       fp16) on a full-width export, batch 1 and 128, with its usual CPU reference row,
 #   (6) end to end (1024 px JPEG + 10 s WAV files -> results) against engine only for those backends
-#       in fp16 at batch 32, with 4 preparation threads, the default for a GPU engine (every core
-#       but one, at most 8) and 15 (benchmarks/e2e_workers.py),
+#       in fp16 at batch 32, with 8 preparation threads, 8 worker processes and the default for a
+#       GPU engine (every core but one, in processes on 4+ cores) (benchmarks/e2e_workers.py),
 # and writes OUT_DIR/gpu_environment.txt (card, driver, CUDA, packages: what each number was measured
 # with), OUT_DIR/gpu_tests_<card>.{log,xml}, OUT_DIR/parity_report_gpu_<card>.{md,json},
 # OUT_DIR/gpu_latency_<card>.{md,json}, OUT_DIR/gpu_bench_<card>.{md,json},
@@ -156,7 +156,7 @@ if [ -n "$gpu_backends" ] && has onnx; then
     log "6/6 end to end vs engine only, GPU backends, per preparation-thread count"
     if has soundfile; then
       $PY benchmarks/e2e_workers.py --model "$work/full64" --backends "$gpu_backends" --precision fp16 --batch 32 \
-        --pairs "${E2E_PAIRS:-256}" --workers 4,auto,15 --out "$OUT/gpu_e2e_workers_${slug}" || status=1
+        --pairs "${E2E_PAIRS:-256}" --workers 8,p8,auto --out "$OUT/gpu_e2e_workers_${slug}" || status=1
     else
       log "end to end skipped: soundfile is not installed (no wheel for it under $WHEELS)"
     fi
