@@ -294,6 +294,17 @@ def test_comparator_report_fields():
     flipped = heatmap_agreement(ref, -ref)
     assert flipped["localization_agreement"] == 0 and flipped["min_cosine"] == pytest.approx(-1.0)
     assert within_budget(same)[0] and not within_budget(flipped)[0]
+    # an argmax flip between two cells closer than the typical error is a near-tie; a jump to a cold cell is not
+    tied = np.zeros((2, 1, 14, 14), np.float32)
+    tied[:, 0, 3, 3], tied[:, 0, 9, 9] = 1.0, 1.0 - 1e-5
+    candidate = tied + 1e-4 * rng.standard_normal(tied.shape).astype(np.float32)
+    candidate[:, 0, 3, 3], candidate[:, 0, 9, 9] = 1.0 - 1e-5, 1.0  # both samples swap their two hottest cells
+    candidate[1, 0, 0, 0] = 1.2  # sample 1's peak jumps to a cell that was cold (gap 1.0)
+    stats = heatmap_agreement(tied, candidate)
+    assert stats["argmax_agreement"] == 0 and stats["argmax_near_ties"] == 1
+    assert [m["sample"] for m in stats["argmax_misses"]] == [0, 1]
+    assert stats["argmax_misses"][0]["reference_gap"] == pytest.approx(1e-5, rel=0.1)
+    assert stats["argmax_misses"][1]["reference_gap"] == pytest.approx(1.0)
     # cIoU of the candidate's mask against the reference's own mask, as the official evaluation computes it
     ciou = localization_ciou(ref, ref[::-1])
     assert ciou.shape == (5,) and ciou[2] == pytest.approx(1.0)
