@@ -9,28 +9,62 @@ pairs of a 1024 px JPEG and a 10 s WAV, malloc keeping freed memory): threads 4 
 
 What crosses the process boundary: the image's encoded bytes (the parent reads them anyway, to key
 the embedding cache by content) or the audio's path, and back the two input tensors (~1.3 MB per
-pair) with the warnings they raised. The embedding caches and the sharing of repeated inputs stay
+pair) with the warnings they raised. Arrays travel out of band (pickle protocol 5): sent from
+their own memory and received straight into the buffers the results live in, one copy, outside
+the GIL, since every parent thread's GIL-held work is work the engine's thread waits for. The embedding caches and the sharing of repeated inputs stay
 in the parent (pipeline.prepare_pair), so a cached or repeated input is never sent.
 
 Why not multiprocessing's pools: their spawn and forkserver workers re-run the parent's main
 script (a user's script without an `if __name__ == "__main__"` guard would start workers from its
 workers), fork is unsafe beside CUDA and threads, and ProcessPoolExecutor unpickles every result
 on one thread. Here each worker is a fresh `python -c` on a socket pair, and the calling thread
-pickles, sends and unpickles its own task.
+sends its own task and receives its own result.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import queue
 import signal
 import socket
+import struct
 import subprocess
 import sys
-from multiprocessing.connection import Connection
 
 from sslrt.errors import SslrtError
 
 _WORKER = "import sys; from sslrt.runtime.offload import serve; serve(int(sys.argv[1]))"
+_HEADER = struct.Struct("<QI")  # pickle bytes, out-of-band buffers
+
+
+def send(sock: socket.socket, obj) -> None:
+    """obj pickled (protocol 5) with its arrays' memory sent out of band, as it is: no copy here."""
+    buffers = []
+    meta = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    views = [b.raw() for b in buffers]
+    sock.sendall(_HEADER.pack(len(meta), len(views)) + struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views)) + meta)
+    for view in views:
+        sock.sendall(view)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytearray:
+    """`size` bytes straight into a new buffer (the socket's read releases the GIL)."""
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise EOFError("the other end closed the connection")
+        got += n
+    return buffer
+
+
+def recv(sock: socket.socket):
+    """What `send` sent; its arrays live in the received buffers (one copy, writable)."""
+    meta_size, count = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
+    sizes = struct.unpack(f"<{count}Q", _recv_exact(sock, 8 * count)) if count else ()
+    meta = _recv_exact(sock, meta_size)
+    return pickle.loads(meta, buffers=[_recv_exact(sock, size) for size in sizes])
 
 
 def serve(fd: int) -> None:
@@ -42,10 +76,10 @@ def serve(fd: int) -> None:
     from sslrt.runtime.allocator import keep_freed_memory
 
     keep_freed_memory()  # a worker process is sslrt's
-    conn = Connection(fd)
+    sock = socket.socket(fileno=fd)
     while True:
         try:
-            task = conn.recv()
+            task = recv(sock)
         except (EOFError, OSError):  # the parent is gone
             return
         if task is None:
@@ -56,7 +90,7 @@ def serve(fd: int) -> None:
         except Exception as exc:  # noqa: BLE001  the caller re-raises it as its own
             reply = (False, exc)
         try:
-            conn.send(reply)
+            send(sock, reply)
         except (EOFError, OSError):
             return
 
@@ -72,18 +106,18 @@ class _Worker:
                                             env=env, stdin=subprocess.DEVNULL)
         finally:
             child.close()
-        self.conn = Connection(parent.detach())
+        self.sock = parent
 
     def call(self, fn, args):
-        self.conn.send((fn, args))
-        return self.conn.recv()
+        send(self.sock, (fn, args))
+        return recv(self.sock)
 
     def stop(self, timeout: float = 5.0) -> None:
         try:
-            self.conn.send(None)
+            send(self.sock, None)
         except OSError:
             pass
-        self.conn.close()
+        self.sock.close()
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:  # busy with a long task: it would finish for nobody
