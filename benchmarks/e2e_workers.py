@@ -100,7 +100,8 @@ def main() -> int:
     lines = ["# End to end vs engine only, per preparation-thread count", "",
              f"Machine: {machine['cpu']}, {cores} cores" + (f", GPU {machine['gpu']}" if machine.get("gpu") else ", no GPU")
              + f". {args.pairs} pairs of a {args.image_size}x{args.image_size} JPEG and a 10 s WAV, {args.passes} timed passes; "
-             f"engine only: the fused graph on generated tensors. malloc: {allocator}. `python benchmarks/e2e_workers.py`.", "",
+             f"engine only: the fused graph on generated tensors. malloc: {allocator} (worker processes always keep freed memory). "
+             "`python benchmarks/e2e_workers.py`.", "",
              "| backend | precision | batch | preparation | end to end pairs/s | engine only pairs/s | e2e / engine | preparation CPU ms/pair |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

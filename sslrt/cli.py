@@ -346,31 +346,34 @@ def run(
                                threads=threads, progress=_progress, cuda_graph=cuda_graph, notify=lambda m: _err(f"sslrt: {m}"),
                                family=family, sounding_threshold=sounding_threshold, reuse_embeddings=reuse_embeddings,
                                exact_inputs=exact_inputs)
-    if video_input is not None:
-        from sslrt.video.frames import video_pair
+    try:  # the engines and any worker processes stop with the command, also when it fails
+        if video_input is not None:
+            from sslrt.video.frames import video_pair
 
-        video_input = video_pair(str(image), str(audio) if audio is not None else None, at, localizer.spec, video_info)
-        pair_list = [(video_input.rgb, video_input.audio)]
-    results = []
-    overlays = []  # the targets, renamed into place only after every pair succeeded
-    taken: set[str] = set()  # names given in this run: two pairs never share an overlay file
-    with StagedPictures() as staged, _progress_bar(len(pair_list) > 1) as bar:
-        task = bar.add_task("localizing", total=len(pair_list)) if bar else None
-        for row, res in enumerate(localizer.localize_many(pair_list, batch_size=batch_size, workers=workers, processes=processes), start=1):
-            if video_input is not None:
-                res.image, res.audio = video_input.image_name, video_input.audio_name
-            results.append(res)
-            for w in res.warnings:
-                _err(f"warning: {w}")
-            if save is not None or save_dir is not None:
-                from sslrt.preprocess import load_image
+            video_input = video_pair(str(image), str(audio) if audio is not None else None, at, localizer.spec, video_info)
+            pair_list = [(video_input.rgb, video_input.audio)]
+        results = []
+        overlays = []  # the targets, renamed into place only after every pair succeeded
+        taken: set[str] = set()  # names given in this run: two pairs never share an overlay file
+        with StagedPictures() as staged, _progress_bar(len(pair_list) > 1) as bar:
+            task = bar.add_task("localizing", total=len(pair_list)) if bar else None
+            for row, res in enumerate(localizer.localize_many(pair_list, batch_size=batch_size, workers=workers, processes=processes), start=1):
+                if video_input is not None:
+                    res.image, res.audio = video_input.image_name, video_input.audio_name
+                results.append(res)
+                for w in res.warnings:
+                    _err(f"warning: {w}")
+                if save is not None or save_dir is not None:
+                    from sslrt.preprocess import load_image
 
-                target = save if save is not None else save_dir / _overlay_name(res.image, res.audio, row, taken)
-                rgb = video_input.rgb if video_input is not None else load_image(res.image)
-                staged.add(target, render_overlay(rgb, res.heatmap, res.bbox, res.peak, sounding=res.sounding))
-            if bar:
-                bar.advance(task)
-        overlays = staged.commit()
+                    target = save if save is not None else save_dir / _overlay_name(res.image, res.audio, row, taken)
+                    rgb = video_input.rgb if video_input is not None else load_image(res.image)
+                    staged.add(target, render_overlay(rgb, res.heatmap, res.bbox, res.peak, sounding=res.sounding))
+                if bar:
+                    bar.advance(task)
+            overlays = staged.commit()
+    finally:
+        localizer.close()
     if results and startup_ms is not None:
         results[0].timings_ms["startup"] = startup_ms
     if as_json:
@@ -609,11 +612,14 @@ def evaluate(
     else:
         localizer = Localizer.open(model_path, backend=backend, precision=precision, threads=threads, progress=_progress,
                                    family=family, exact_inputs=exact_inputs)
-    with _progress_bar(True) as bar:
-        task = bar.add_task(f"eval {dataset}", total=None) if bar else None
-        summary = run_evaluation(dataset, str(root), localizer, str(out), annotations=str(annotations) if annotations else None,
-                                 batch_size=batch_size, retrieval=retrieval, restart=restart, limit=limit,
-                                 model_name=model_path, progress=(lambda n: bar.advance(task, n)) if bar else None)
+    try:
+        with _progress_bar(True) as bar:
+            task = bar.add_task(f"eval {dataset}", total=None) if bar else None
+            summary = run_evaluation(dataset, str(root), localizer, str(out), annotations=str(annotations) if annotations else None,
+                                     batch_size=batch_size, retrieval=retrieval, restart=restart, limit=limit,
+                                     model_name=model_path, progress=(lambda n: bar.advance(task, n)) if bar else None)
+    finally:
+        localizer.close()
     if json_file:
         from sslrt.store.atomic import write_json_atomic
 

@@ -68,8 +68,8 @@ def test_pairs_prepared_in_worker_processes_equal_those_prepared_here(tiny_expor
         expected = list(here.localize_many(pairs, batch_size=4, workers=0))
     with Localizer.open(tiny_export.directory, reuse_embeddings=reuse_embeddings) as loc:
         got = list(loc.localize_many(pairs, batch_size=4, workers=2, processes=True))
-        assert loc._offload is not None and len(loc._offload._workers) >= 1  # the work did go to processes
-        workers = [w.process for w in loc._offload._workers]
+        assert list(loc._offloads) == [2] and len(loc._offloads[2]._workers) >= 1  # the work did go to processes
+        workers = [w.process for w in loc._offloads[2]._workers]
     assert [p.poll() for p in workers] == [0] * len(workers)  # stopped with the Localizer, exit code 0
     assert len(got) == len(expected) == len(pairs)
     for a, b in zip(got, expected):
@@ -110,6 +110,37 @@ def test_a_killed_worker_is_one_line_and_its_slot_gets_a_fresh_one():
     assert all(w.process.poll() is not None for w in offload._workers) and offload._workers == []
 
 
+class _FailsToUnpickle:
+    """Pickles fine here; unpickling it (in the worker) raises ZeroDivisionError."""
+
+    def __reduce__(self):
+        return operator.truediv, (1, 0)
+
+
+def test_what_does_not_cross_the_process_boundary_is_one_line_and_the_worker_lives_on(tmp_path, monkeypatch):
+    import threading
+
+    offload = ProcessOffload(1)
+    try:
+        assert offload(operator.add, 1, 1) == 2
+        first = offload._workers[0].process
+        with pytest.raises(Exception, match="pickle"):  # the parent cannot send it: nothing was sent
+            offload(operator.add, lambda: 1, 2)
+        with pytest.raises(SslrtError, match="could not load its task: ZeroDivisionError") as loading:
+            offload(operator.add, _FailsToUnpickle(), 2)
+        with pytest.raises(SslrtError, match="reply could not be sent") as replying:
+            offload(threading.Lock)  # its result does not pickle
+        assert "\n" not in str(loading.value) + str(replying.value)
+        monkeypatch.chdir(tmp_path)  # relative paths mean in the worker what they mean here
+        assert offload(os.getcwd) == str(tmp_path)
+        assert offload._workers[0].process is first and first.poll() is None  # one worker all along
+    finally:
+        offload.close()
+    assert first.wait(10) == 0
+    with pytest.raises(RuntimeError, match="closed"):  # refused, not left waiting for a slot
+        offload(operator.add, 1, 1)
+
+
 def test_workers_do_not_rerun_the_parents_main_script(tiny_export, media, tmp_path):
     """A user's script without an `if __name__ == "__main__":` guard (multiprocessing's spawn and
     forkserver workers would re-run it, and it would start workers from its workers)."""
@@ -143,15 +174,17 @@ main(sys.argv[1:])
 """
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_during_a_run_in_worker_processes_leaves_no_worker(sig, code, tiny_export, media, tmp_path):
+@pytest.mark.parametrize("sig, code, group", [(signal.SIGINT, 130, False), (signal.SIGTERM, 143, False),
+                                               (signal.SIGINT, 130, True)])
+def test_signal_during_a_run_in_worker_processes_leaves_no_worker(sig, code, group, tiny_export, media, tmp_path):
+    """`group`: Ctrl-C in a terminal, which signals the whole foreground process group."""
     csv = tmp_path / "pairs.csv"
     csv.write_text("".join(f"{media}/scene.jpg,{media}/sound.wav\n" for _ in range(40)))
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, "run", "--pairs", str(csv), "-m", str(tiny_export.directory),
                              "--batch-size", "1", "--worker-processes", "--workers", "2", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=group)
     t0 = time.monotonic()
     while len(_children(proc.pid)) < 1:  # the first worker process has started
         assert proc.poll() is None, proc.stderr.read()
@@ -160,14 +193,27 @@ def test_signal_during_a_run_in_worker_processes_leaves_no_worker(sig, code, tin
     time.sleep(0.5)
     workers = _children(proc.pid)
     assert workers and all(_is_live_worker(pid) for pid in workers)
-    proc.send_signal(sig)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
-    assert stderr == "interrupted\n"
+    assert stderr == "interrupted\n"  # no worker's traceback either
     t0 = time.monotonic()
     while any(_is_live_worker(pid) for pid in workers):
         assert time.monotonic() - t0 < 10, "a worker process outlived the run"
         time.sleep(0.05)
+
+
+def test_sslrt_run_stops_its_worker_processes_when_it_returns(tiny_export, media, tmp_path, capsys):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"{media}/scene.jpg,{media}/sound.wav\n{media}/scene.png,{media}/short.ogg\n")
+    code, out, err = run_cli(["run", "--pairs", csv, "-m", tiny_export.directory, "--workers", "2", "--worker-processes",
+                              "--batch-size", "1"], capsys)
+    assert code == 0, err
+    assert out.count("sound at") == 2
+    assert not [pid for pid in _children(os.getpid()) if _is_live_worker(pid)]
 
 
 def test_bad_worker_counts_are_one_line(tiny_export, media, tmp_path, capsys):

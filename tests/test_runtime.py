@@ -1,4 +1,6 @@
 """The runtime: split (encoders) and fused paths agree, and shared inputs are encoded once."""
+import os
+
 import numpy as np
 
 import sslrt
@@ -97,7 +99,7 @@ def test_pipelined_and_sequential_runs_give_the_same_results(tiny_export, media)
 
 
 def test_preparation_threads_follow_the_engines_device():
-    from sslrt.runtime.pipeline import MAX_GPU_PREPARE_WORKERS, prepare_workers
+    from sslrt.runtime.pipeline import MAX_GPU_PREPARE_PROCESSES, MAX_GPU_PREPARE_WORKERS, prepare_workers
 
     # a CPU engine shares the cores: one thread per core, at most four
     assert [prepare_workers("cpu", n) for n in (1, 2, 4, 16)] == [1, 2, 4, 4]
@@ -105,7 +107,19 @@ def test_preparation_threads_follow_the_engines_device():
     assert [prepare_workers("cuda", n) for n in (1, 2, 6, 64)] == [1, 1, 5, MAX_GPU_PREPARE_WORKERS]
     assert prepare_workers("?", 16) == 4  # an engine whose device is not known counts as a CPU one
     # in worker processes (no GIL between them) every core but one, however many
-    assert [prepare_workers("cuda", n, processes=True) for n in (1, 2, 6, 64)] == [1, 1, 5, 63]
+    assert [prepare_workers("cuda", n, processes=True) for n in (1, 2, 6, 16, 64)] == [1, 1, 5, 15, MAX_GPU_PREPARE_PROCESSES]
+
+
+def test_usable_cores_follow_the_cgroups_cpu_quota(tmp_path):
+    from sslrt.runtime.pipeline import usable_cores
+
+    mine = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    for text, expected in (("max 100000\n", mine), ("100000 100000\n", 1), ("150000 100000\n", min(mine, 2)),
+                           ("6400000 100000\n", mine), ("garbage\n", mine)):
+        cpu_max.write_text(text)
+        assert usable_cores(str(cpu_max)) == expected, text
+    assert usable_cores(str(tmp_path / "absent")) == mine
 
 
 def test_worker_processes_are_the_default_beside_a_gpu_engine_with_cores_to_spare():
@@ -140,9 +154,14 @@ def test_localize_many_sizes_its_preparation_pool_by_the_device(tiny_export, med
     try:
         list(loc.localize_many(pairs, batch_size=1))
         assert sizes == [5, 1]  # every core but the one driving the engine
-        assert loc._offload is not None and loc._offload.processes == 5  # in worker processes (6 cores)
+        assert list(loc._offloads) == [5]  # in worker processes (6 cores)
     finally:
         loc.close()
+    one = _split_localizer(tiny_export.directory)
+    for engine in one.engines.values():
+        engine.device = "cuda"
+    list(one.localize_many(pairs[:1], batch_size=1))
+    assert one._offloads == {}  # one pair overlaps nothing: no worker process is started for it
 
 
 def test_one_picture_under_two_names_is_encoded_once(tiny_export, media, tmp_path):

@@ -30,20 +30,37 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
+from typing import NamedTuple
 
-from sslrt.errors import SslrtError
+from sslrt.errors import SslrtError, first_line
 
-_WORKER = "import sys; from sslrt.runtime.offload import serve; serve(int(sys.argv[1]))"
+# `python -c` puts the current directory first on the import path; the parent's own path follows in
+# PYTHONPATH (see _Worker), so a numpy.py or an sslrt/ in the current directory is not imported here
+# unless the parent imported it too.
+_WORKER = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+           "from sslrt.runtime.offload import serve; serve(int(sys.argv[1]))")
 _HEADER = struct.Struct("<QI")  # pickle bytes, out-of-band buffers
 
 
-def send(sock: socket.socket, obj) -> None:
-    """obj pickled (protocol 5) with its arrays' memory sent out of band, as it is: no copy here."""
+class _Message(NamedTuple):
+    header: bytes
+    views: list
+
+
+def pack(obj) -> _Message:
+    """obj pickled (protocol 5) with its arrays' memory kept out of band, as it is: no copy. Raises
+    what pickling raises, before anything is sent."""
     buffers = []
     meta = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     views = [b.raw() for b in buffers]
-    sock.sendall(_HEADER.pack(len(meta), len(views)) + struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views)) + meta)
-    for view in views:
+    return _Message(_HEADER.pack(len(meta), len(views)) + struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views)) + meta,
+                    views)
+
+
+def send(sock: socket.socket, message: _Message) -> None:
+    sock.sendall(message.header)
+    for view in message.views:
         sock.sendall(view)
 
 
@@ -59,19 +76,30 @@ def _recv_exact(sock: socket.socket, size: int) -> bytearray:
     return buffer
 
 
-def recv(sock: socket.socket):
-    """What `send` sent; its arrays live in the received buffers (one copy, writable)."""
+def recv(sock: socket.socket) -> tuple[bytearray, list]:
+    """One whole message, not yet unpickled (so that a failure to unpickle leaves the stream in step)."""
     meta_size, count = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
     sizes = struct.unpack(f"<{count}Q", _recv_exact(sock, 8 * count)) if count else ()
     meta = _recv_exact(sock, meta_size)
-    return pickle.loads(meta, buffers=[_recv_exact(sock, size) for size in sizes])
+    return meta, [_recv_exact(sock, size) for size in sizes]
+
+
+def unpack(message: tuple[bytearray, list]):
+    """What `pack` packed; its arrays live in the received buffers (one copy, writable)."""
+    meta, buffers = message
+    return pickle.loads(meta, buffers=buffers)
+
+
+def _error(exc: BaseException, what: str) -> SslrtError:
+    return SslrtError(f"{what}: {type(exc).__name__}: {first_line(exc)}")
 
 
 def serve(fd: int) -> None:
-    """A worker's loop: (fn, args) in, (True, result) or (False, exception) out, until the parent
-    sends None or goes away."""
-    # Ctrl-C reaches the whole process group: the parent decides (it unwinds and closes the
-    # workers), so a worker must not die of it halfway through a task.
+    """A worker's loop: (cwd, fn, args) in, (True, result) or (False, exception) out, until the
+    parent sends None or goes away."""
+    # The worker runs in a session of its own (start_new_session), so a terminal's Ctrl-C reaches
+    # only the parent, which unwinds and stops the workers; ignored here too, for a kill -INT of
+    # the group by hand.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from sslrt.runtime.allocator import keep_freed_memory
 
@@ -79,18 +107,29 @@ def serve(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     while True:
         try:
-            task = recv(sock)
+            message = recv(sock)
         except (EOFError, OSError):  # the parent is gone
             return
-        if task is None:
-            return
-        fn, args = task
         try:
-            reply = (True, fn(*args))
-        except Exception as exc:  # noqa: BLE001  the caller re-raises it as its own
-            reply = (False, exc)
+            task = unpack(message)
+        except Exception as exc:  # noqa: BLE001  e.g. a function of the parent's __main__
+            reply = (False, _error(exc, "a preparation worker could not load its task"))
+        else:
+            if task is None:
+                return
+            cwd, fn, args = task
+            try:
+                if cwd != os.getcwd():  # relative paths mean what they mean in the parent
+                    os.chdir(cwd)
+                reply = (True, fn(*args))
+            except Exception as exc:  # noqa: BLE001  the caller re-raises it as its own
+                reply = (False, exc)
         try:
-            send(sock, reply)
+            packed = pack(reply)
+        except Exception as exc:  # noqa: BLE001  a result or an error that does not pickle
+            packed = pack((False, _error(exc, "a preparation worker's reply could not be sent")))
+        try:
+            send(sock, packed)
         except (EOFError, OSError):
             return
 
@@ -103,18 +142,21 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         try:
             self.process = subprocess.Popen([sys.executable, "-c", _WORKER, str(child.fileno())], pass_fds=(child.fileno(),),
-                                            env=env, stdin=subprocess.DEVNULL)
+                                            env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            parent.close()
+            raise SslrtError(f"cannot start a preparation worker process: {first_line(exc)}") from None
         finally:
             child.close()
         self.sock = parent
 
-    def call(self, fn, args):
-        send(self.sock, (fn, args))
+    def call(self, message: _Message):
+        send(self.sock, message)
         return recv(self.sock)
 
     def stop(self, timeout: float = 5.0) -> None:
         try:
-            send(self.sock, None)
+            send(self.sock, pack(None))
         except OSError:
             pass
         self.sock.close()
@@ -124,12 +166,18 @@ class _Worker:
             self.process.kill()
             self.process.wait()
 
+    def kill(self) -> None:
+        self.process.kill()
+        self.stop()
+
 
 class ProcessOffload:
     """`offload(fn, *args)`: fn(*args) run in one of `processes` worker processes, its result (or
     its exception) returned to the calling thread; the caller waits without the GIL. `fn` must
     be importable by name and its arguments must pickle (module-level functions, arrays, paths).
-    Workers start on first use and stay until close(); one that dies is replaced."""
+    Workers start on first use and stay until close(); one that dies is replaced. Thread-safe:
+    each call has a worker to itself; close() stops the idle workers at once and the busy ones as
+    their calls return."""
 
     def __init__(self, processes: int):
         if processes < 1:
@@ -137,44 +185,73 @@ class ProcessOffload:
         self.processes = processes
         self._idle: queue.LifoQueue = queue.LifoQueue()
         self._workers: list[_Worker] = []
+        self._lock = threading.Lock()
         self._closed = False
         for _ in range(processes):
             self._idle.put(None)  # a slot: its worker starts when first needed
 
     def __call__(self, fn, *args):
-        if self._closed:
-            raise RuntimeError("this ProcessOffload is closed")
+        message = pack((os.getcwd(), fn, args))  # what does not pickle fails here, nothing sent
         worker = self._idle.get()
+        with self._lock:
+            closed = self._closed
+        if closed:
+            if worker is not None:
+                self._retire(worker, kill=False)
+            self._idle.put(None)
+            raise RuntimeError("this ProcessOffload is closed")
+        slot = None  # what goes back to the idle queue: the worker, or None for a fresh one
         try:
             if worker is None:
                 worker = _Worker()
-                self._workers.append(worker)
-            ok, value = worker.call(fn, args)
-        except (EOFError, OSError):
-            # killed (out of memory, a signal): one line; a fresh worker takes the slot
-            self._retire(worker)
-            self._idle.put(None)
-            raise SslrtError("a preparation worker process died (out of memory or killed); "
-                             "retry with fewer workers, or with threads (processes=False)") from None
-        except BaseException:
-            # interrupted between send and reply: the worker's reply would reach the next caller
-            self._retire(worker)
-            self._idle.put(None)
-            raise
-        self._idle.put(worker)
+                with self._lock:
+                    self._workers.append(worker)
+            try:
+                reply = worker.call(message)
+            except (EOFError, OSError):
+                # killed (out of memory, a signal): one line; a fresh worker takes the slot
+                self._retire(worker)
+                raise SslrtError("a preparation worker process died (out of memory or killed); retry with fewer "
+                                 "--workers or with --worker-threads (processes=False)") from None
+            except BaseException:
+                # interrupted between send and reply: the worker's reply would reach the next caller
+                self._retire(worker)
+                raise
+            slot = worker
+        finally:
+            with self._lock:
+                closed = self._closed
+            if closed and slot is not None:
+                self._retire(slot, kill=False)
+                slot = None
+            self._idle.put(slot)
+        try:
+            ok, value = unpack(reply)
+        except Exception as exc:  # noqa: BLE001  e.g. an exception class that does not unpickle
+            raise _error(exc, "a preparation worker's reply could not be read") from None
         if not ok:
             raise value
         return value
 
-    def _retire(self, worker: _Worker | None) -> None:
-        if worker is not None:
+    def _retire(self, worker: _Worker, kill: bool = True) -> None:
+        with self._lock:
             if worker in self._workers:
                 self._workers.remove(worker)
-            worker.process.kill()
+        if kill:
+            worker.kill()
+        else:
             worker.stop()
 
     def close(self) -> None:
-        self._closed = True
-        workers, self._workers = self._workers, []
-        for worker in workers:
-            worker.stop()
+        with self._lock:
+            self._closed = True
+        drained = []
+        while True:  # the idle workers now; the busy ones stop as their calls return
+            try:
+                drained.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        for worker in drained:
+            if worker is not None:
+                self._retire(worker, kill=False)
+            self._idle.put(None)  # the slot stays: a later call is refused, not left waiting

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 import time
@@ -9,7 +10,7 @@ import warnings
 from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sized
 
 import numpy as np
 
@@ -295,19 +296,29 @@ def prepare_pair(image, audio, image_cache: EmbeddingCache | None = None,
 # mostly the resize's per-block NumPy calls), and on the 16-core Xeon of an H200 machine threads
 # peaked at 8 (preparation alone: 261 / 363 / 265 pairs/s with 4 / 8 / 15; see sslrt.runtime.offload).
 MAX_GPU_PREPARE_WORKERS = 8
-# Worker processes pay a start (~0.5 s: Python, NumPy, OpenCV in each) and ~1.3 MB of pickled
-# tensors per pair: worth it only where threads cannot keep up, i.e. beside a GPU engine on a host
-# with cores to spare.
+# Worker processes pay a start (~0.2-0.5 s: Python, NumPy, OpenCV in each), ~70 MB of memory each
+# and ~1.3 MB of tensors per pair through a socket: worth it only where threads cannot keep up,
+# i.e. beside a GPU engine on a host with cores to spare; at most this many by default.
 MIN_CORES_FOR_PROCESSES = 4
+MAX_GPU_PREPARE_PROCESSES = 32
 
 
-def usable_cores() -> int:
+def usable_cores(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
     """The cores this process may run on (its affinity: taskset, a container's cpuset, a Ray
-    actor's), not the machine's."""
+    actor's), not the machine's, and no more than its cgroup's CPU quota (a container limited to
+    4 CPUs on a 64-core node: 4)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    try:
+        with open(cpu_max) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 here, or no quota
+        pass
+    return cores
 
 
 def prepare_in_processes(device: str, cores: int) -> bool:
@@ -332,7 +343,7 @@ def prepare_workers(device: str, cores: int, processes: bool = False) -> int:
     if device != "cuda":
         return min(4, cores)
     if processes:
-        return max(1, cores - 1)
+        return max(1, min(MAX_GPU_PREPARE_PROCESSES, cores - 1))
     return max(1, min(MAX_GPU_PREPARE_WORKERS, cores - 1))
 
 
@@ -369,7 +380,7 @@ class Localizer:
         self.split = {"vision", "audio"} <= set(engines)
         self.load_ms: float | None = None  # set by open(): resolving the model and opening its engines
         self._first_call = True
-        self._offload = None  # worker processes of localize_many(processes=True), kept between calls
+        self._offloads: dict = {}  # worker processes of localize_many(processes=True) by count, kept between calls
         self.image_cache = EmbeddingCache(cache_size) if self.split else None
         self.audio_cache = EmbeddingCache(cache_size) if self.split else None
 
@@ -460,15 +471,13 @@ class Localizer:
                             offload)
 
     def _process_offload(self, processes: int):
-        """The worker processes for `processes` workers: the running pool if it has that size."""
+        """The worker processes for `processes` workers, kept for the next call (a pool of another
+        size stays too: a suspended localize_many may still use it; close() stops them all)."""
         from sslrt.runtime.offload import ProcessOffload
 
-        if self._offload is not None and self._offload.processes != processes:
-            self._offload.close()
-            self._offload = None
-        if self._offload is None:
-            self._offload = ProcessOffload(processes)
-        return self._offload
+        if processes not in self._offloads:
+            self._offloads[processes] = ProcessOffload(processes)
+        return self._offloads[processes]
 
     def run_prepared(self, batch: list[PreparedPair], keep_embeddings: bool = False) -> list[Localization]:
         return self._finish(batch, self._infer(batch), keep_embeddings)
@@ -541,7 +550,8 @@ class Localizer:
         check_batch_size(batch_size)
         device, cores = getattr(self.engine, "device", "cpu"), usable_cores()
         if processes is None:
-            processes = prepare_in_processes(device, cores)
+            # one pair overlaps nothing: a worker's start (~0.2-0.5 s) would only delay it
+            processes = prepare_in_processes(device, cores) and not (isinstance(pairs, Sized) and len(pairs) <= 1)
         if workers is None:
             workers = prepare_workers(device, cores, processes)
         offload = self._process_offload(workers) if processes and workers > 0 else None
@@ -576,9 +586,9 @@ class Localizer:
                 yield from finishing.result()
 
     def close(self) -> None:
-        if self._offload is not None:
-            self._offload.close()
-            self._offload = None
+        offloads, self._offloads = self._offloads, {}
+        for offload in offloads.values():
+            offload.close()
         for engine in self.engines.values():
             engine.close()
 
