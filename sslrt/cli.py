@@ -138,6 +138,16 @@ def _keep_freed_memory() -> None:
         keep_freed_memory()
 
 
+def _draw_overlay(image, res):
+    """The overlay of one result: `image` an RGB array or the image file (decoded again here, in a
+    drawing thread, rather than kept in memory from the preparation)."""
+    from sslrt.preprocess import load_image
+    from sslrt.runtime.overlay import render_overlay
+
+    rgb = load_image(image) if isinstance(image, str) else image
+    return render_overlay(rgb, res.heatmap, res.bbox, res.peak, sounding=res.sounding)
+
+
 def _default_model() -> str:
     from sslrt.resolve import demo_model_dir
 
@@ -306,8 +316,8 @@ def run(
                           family=family, sounding_threshold=sounding_threshold, reuse_embeddings=reuse_embeddings,
                           exact_inputs=exact_inputs)
     from sslrt.engines.base import check_batch_size
-    from sslrt.runtime.overlay import StagedPictures, check_picture_path, remove_stale_pictures, render_overlay
-    from sslrt.runtime.pipeline import Localizer
+    from sslrt.runtime.overlay import StagedPictures, check_picture_path, remove_stale_pictures
+    from sslrt.runtime.pipeline import Localizer, usable_cores
 
     startup_ms = process_age_ms() if _AS_COMMAND else None  # Python and the imports of this command
 
@@ -355,7 +365,8 @@ def run(
         results = []
         overlays = []  # the targets, renamed into place only after every pair succeeded
         taken: set[str] = set()  # names given in this run: two pairs never share an overlay file
-        with StagedPictures() as staged, _progress_bar(len(pair_list) > 1) as bar:
+        drawing_threads = min(4, usable_cores()) if len(pair_list) > 1 else 0
+        with StagedPictures(drawing_threads) as staged, _progress_bar(len(pair_list) > 1) as bar:
             task = bar.add_task("localizing", total=len(pair_list)) if bar else None
             for row, res in enumerate(localizer.localize_many(pair_list, batch_size=batch_size, workers=workers, processes=processes), start=1):
                 if video_input is not None:
@@ -364,11 +375,8 @@ def run(
                 for w in res.warnings:
                     _err(f"warning: {w}")
                 if save is not None or save_dir is not None:
-                    from sslrt.preprocess import load_image
-
                     target = save if save is not None else save_dir / _overlay_name(res.image, res.audio, row, taken)
-                    rgb = video_input.rgb if video_input is not None else load_image(res.image)
-                    staged.add(target, render_overlay(rgb, res.heatmap, res.bbox, res.peak, sounding=res.sounding))
+                    staged.add_later(target, functools.partial(_draw_overlay, video_input.rgb if video_input is not None else res.image, res))
                 if bar:
                     bar.advance(task)
             overlays = staged.commit()

@@ -144,6 +144,61 @@ def test_staged_pictures_are_written_as_made_and_renamed_only_on_commit(tmp_path
     assert sorted(os.listdir(tmp_path)) == ["a.png", "b.jpg"]  # nothing of the interrupted run
 
 
+def test_pictures_drawn_in_threads_keep_the_run_order_bounded_memory_and_cleanup(tmp_path):
+    import threading
+    import time
+
+    import cv2
+    import numpy as np
+
+    from sslrt.runtime.overlay import StagedPictures
+
+    def slow(value, delay):
+        def make():
+            time.sleep(delay)
+            return np.full((8, 8, 3), value, np.uint8)
+        return make
+
+    with StagedPictures(threads=3) as staged:
+        for i in range(12):  # later pictures finish first: the order is still the calls'
+            staged.add_later(tmp_path / f"p{i:02d}.png", slow(i, 0.02 * (12 - i) / 12))
+            assert len(staged._in_flight) <= 6  # at most 2 per drawing thread held at once
+        assert staged.commit() == [str(tmp_path / f"p{i:02d}.png") for i in range(12)]
+    assert sorted(os.listdir(tmp_path)) == [f"p{i:02d}.png" for i in range(12)]
+    assert all(cv2.imread(str(tmp_path / f"p{i:02d}.png"))[0, 0, 0] == i for i in range(12))
+
+    # a drawing that fails fails the run at commit, and nothing of the run stays
+    out = tmp_path / "failed"
+    out.mkdir()
+
+    def boom():
+        raise SslrtError("cannot draw this one")
+
+    with pytest.raises(SslrtError, match="cannot draw this one"):
+        with StagedPictures(threads=2) as staged:
+            staged.add_later(out / "fine.png", slow(1, 0))
+            staged.add_later(out / "boom.png", boom)
+            staged.commit()
+    assert os.listdir(out) == []
+
+    # a run that fails (or is interrupted) while a picture is being drawn: the cleanup waits for
+    # the drawing thread, which would otherwise write its hidden file again after the removal
+    drawing = threading.Event()
+
+    def long():
+        drawing.set()
+        time.sleep(0.3)
+        return np.zeros((8, 8, 3), np.uint8)
+
+    with pytest.raises(KeyboardInterrupt):
+        with StagedPictures(threads=2) as staged:
+            staged.add_later(out / "long.png", long)
+            drawing.wait(5)
+            raise KeyboardInterrupt
+    time.sleep(0.5)  # past the drawing's end, had it not been waited for
+    assert os.listdir(out) == []
+
+
 def test_staged_pictures_of_a_killed_run_are_removed_by_the_next(tiny_export, media, tmp_path, capsys):
     import subprocess
     import sys

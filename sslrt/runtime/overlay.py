@@ -6,6 +6,8 @@ import os
 import re
 import socket
 import tempfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -112,8 +114,13 @@ class StagedPictures:
     that a run is published whole.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 0) -> None:
         self._staged: list[tuple[str, str]] = []  # (hidden file, target)
+        # add_later's drawing threads, and its pictures in flight (at most 2 per thread: memory
+        # holds that many pictures, whatever the run's length)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="sslrt-overlay") if threads > 0 else None
+        self._in_flight: deque = deque()
+        self._max_in_flight = 2 * threads
 
     def __enter__(self) -> "StagedPictures":
         return self
@@ -121,17 +128,50 @@ class StagedPictures:
     def __exit__(self, *exc) -> None:
         self.discard()
 
-    def add(self, path: str | os.PathLike, bgr: np.ndarray) -> None:
+    def _reserve(self, path: str | os.PathLike) -> tuple[str, str, str]:
+        """(hidden file, target, encoder extension): the hidden file created now, in the order of
+        the calls, whichever thread fills it."""
         path = os.fspath(path)
         ext = check_picture_path(path)
         fd, tmp = tempfile.mkstemp(prefix=f"{_STAGED_PREFIX}{_host()}.{os.getpid()}.{os.path.basename(path)}.", suffix=f".tmp{ext}",
                                    dir=os.path.dirname(os.path.abspath(path)))
         self._staged.append((tmp, path))
         os.close(fd)
-        _encode_to(tmp, path, ext, bgr)
+        return tmp, path, ext
+
+    def add(self, path: str | os.PathLike, bgr: np.ndarray) -> None:
+        _encode_to(*self._reserve(path), bgr)
+
+    def add_later(self, path: str | os.PathLike, make) -> None:
+        """Stage the picture that `make()` returns (BGR), drawn and encoded in one of the drawing
+        threads: an overlay of a 1024 px image costs ~40 ms (decoding it again, drawing, PNG), which
+        in the caller's thread would stall the engine's loop. Errors surface here (at most
+        2 x threads pictures later) or at commit()."""
+        tmp, path, ext = self._reserve(path)
+        if self._pool is None:
+            _encode_to(tmp, path, ext, make())
+            return
+        self._in_flight.append(self._pool.submit(lambda: _encode_to(tmp, path, ext, make())))
+        while len(self._in_flight) > self._max_in_flight:
+            self._in_flight.popleft().result()
+
+    def _stop_drawing(self, wait_for_all: bool) -> None:
+        """The drawing threads finished (every picture, or what they are drawing now) before the
+        hidden files are renamed or removed: a thread still writing would recreate a removed one."""
+        if self._pool is None:
+            return
+        try:
+            if wait_for_all:
+                while self._in_flight:
+                    self._in_flight.popleft().result()
+        finally:
+            self._in_flight.clear()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def commit(self) -> list[str]:
         """Rename every staged picture to its target; returns the targets in the order added."""
+        self._stop_drawing(wait_for_all=True)
         done = 0
         with deferred_signals():
             try:
@@ -148,6 +188,7 @@ class StagedPictures:
         return targets
 
     def discard(self) -> None:
+        self._stop_drawing(wait_for_all=False)
         for tmp, _ in self._staged:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
