@@ -138,7 +138,7 @@ def test_sslrt_run_on_an_export_imports_neither_torch_nor_the_exporter(tiny_expo
      "--sounding-threshold", "-0.5", "--precision", "int8", "--cuda-graph", "--batch-size", "4", "--save", "o.png"],
     ["--pairs", "p.csv", "--save-dir", "d", "--family", "ours", "--reuse-embeddings"],
     ["--pairs", "p.csv", "--workers", "3", "--worker-processes", "--threads", "1"],
-    ["--pairs", "p.csv", "--worker-threads"],
+    ["--pairs", "p.csv", "--worker-threads", "--save-dir", "d", "--overlay-format", "jpg"],
 ])
 def test_quick_parse_of_sslrt_run_equals_the_frameworks(args):
     """`sslrt run` skips the CLI framework's pydantic coercion (rich and pydantic stay out of the run

@@ -68,6 +68,26 @@ def test_pairs_batch_equals_single_runs(tiny_export, media, tmp_path, capsys):
     assert np.abs(np.array(batch["results"][1]["heatmap"]) - np.array(json.loads(single)["heatmap"])).max() <= 1e-5
 
 
+def test_overlays_as_jpeg_where_asked(tiny_export, media, tmp_path, capsys):
+    import cv2
+
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"{media}/scene.jpg,{media}/sound.wav\n{media}/scene.png,{media}/short.ogg\n")
+    outdir = tmp_path / "overlays"
+    outdir.mkdir()
+    code, out, err = run_cli(["run", "--pairs", csv, "-m", tiny_export.directory, "--save-dir", outdir,
+                              "--overlay-format", "jpg"], capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(outdir)) == ["scene__short.jpg", "scene__sound.jpg"]
+    for name in os.listdir(outdir):
+        assert (outdir / name).read_bytes()[:2] == b"\xff\xd8"  # JPEG, as named
+        assert cv2.imread(str(outdir / name)).shape == (120, 160, 3)  # the original image's size
+    assert out.count("overlay: ") == 2
+    code, _, err = run_cli(["run", "--pairs", csv, "-m", tiny_export.directory, "--save-dir", outdir,
+                            "--overlay-format", "gif"], capsys)
+    assert code == 2 and err == "error: --overlay-format must be png or jpg, got 'gif'\n"
+
+
 def test_silent_audio_runs_with_a_warning(tiny_export, media, tmp_path, capsys):
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(16000 * 10), 16000)
