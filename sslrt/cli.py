@@ -351,6 +351,8 @@ def run(
     check_batch_size(batch_size, "--batch-size")
     if overlay_format not in ("png", "jpg"):
         raise SslrtError(f"--overlay-format must be png or jpg, got {overlay_format!r}")
+    if overlay_format != "png" and save_dir is None:
+        raise SslrtError("--overlay-format goes with --save-dir (--save takes the format from its file name)")
     if workers is not None and not 0 <= workers <= MAX_WORKERS:
         raise SslrtError(f"--workers must be between 0 and {MAX_WORKERS}, got {workers}")
     if len(pair_list) > 1:

@@ -86,6 +86,9 @@ def test_overlays_as_jpeg_where_asked(tiny_export, media, tmp_path, capsys):
     code, _, err = run_cli(["run", "--pairs", csv, "-m", tiny_export.directory, "--save-dir", outdir,
                             "--overlay-format", "gif"], capsys)
     assert code == 2 and err == "error: --overlay-format must be png or jpg, got 'gif'\n"
+    code, _, err = run_cli(["run", media / "scene.jpg", media / "sound.wav", "-m", tiny_export.directory,
+                            "--save", tmp_path / "one.png", "--overlay-format", "jpg"], capsys)
+    assert code == 2 and "--overlay-format goes with --save-dir" in err and not (tmp_path / "one.png").exists()
 
 
 def test_silent_audio_runs_with_a_warning(tiny_export, media, tmp_path, capsys):
