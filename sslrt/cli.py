@@ -283,11 +283,11 @@ def run(
     precision: Optional[str] = typer.Option(None, help="fp32 | fp16 | int8 where the export has it (default fp32; auto: the best the chosen backend has)."),
     cuda_graph: bool = typer.Option(False, "--cuda-graph", help="tensorrt / torch-cuda: replay a CUDA graph captured for the batch size of the first call."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a summary."),
-    save: Optional[Path] = typer.Option(None, "--save", help="Write the heatmap overlay PNG here (one pair)."),
+    save: Optional[Path] = typer.Option(None, "--save", help="Write the heatmap overlay here (one pair): PNG or JPEG by the name."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="CSV of image,audio per line: localize them all."),
-    save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="With --pairs: write one overlay PNG per pair here."),
-    overlay_format: str = typer.Option("png", "--overlay-format", help="With --save-dir: png (lossless) or jpg "
-                                       "(~10x faster to encode and ~5x smaller for a 1024 px overlay)."),
+    save_dir: Optional[Path] = typer.Option(None, "--save-dir", help="With --pairs: write one overlay per pair here (see --overlay-format)."),
+    overlay_format: Optional[str] = typer.Option(None, "--overlay-format", help="With --save-dir: png (the default, lossless) or jpg "
+                                                 "(~10x faster to encode and ~5x smaller for a 1024 px overlay)."),
     batch_size: int = typer.Option(8, help="Pairs per engine call with --pairs."),
     threads: Optional[int] = typer.Option(None, help="Intra-op threads of the engine (default: all cores)."),
     family: Optional[str] = typer.Option(None, "--family", help="Model family of a checkpoint (default: recognised from its keys)."),
@@ -307,6 +307,14 @@ def run(
                                              "(default: processes beside a GPU engine on 4+ cores, where threads cannot keep up)."),
 ):
     """Localize the sound of AUDIO in IMAGE (or of every pair in --pairs)."""
+    if overlay_format is not None:
+        overlay_format = {"jpeg": "jpg"}.get(overlay_format.lower(), overlay_format.lower())
+        if overlay_format not in ("png", "jpg"):
+            raise SslrtError(f"--overlay-format must be png or jpg, got {overlay_format!r}")
+        if save_dir is None:
+            raise SslrtError("--overlay-format goes with --save-dir (--save takes the format from its file name)")
+        if (ray or ray_address) and overlay_format != "png":
+            raise SslrtError("--overlay-format jpg is for local runs; --ray writes PNG overlays")
     if ray or ray_address:
         if image is not None or audio is not None:
             raise SslrtError("--ray localizes a --pairs file, not IMAGE AUDIO")
@@ -349,10 +357,6 @@ def run(
     if save is not None or save_dir is not None:
         remove_stale_pictures(save_dir if save_dir is not None else os.path.dirname(os.path.abspath(save)))
     check_batch_size(batch_size, "--batch-size")
-    if overlay_format not in ("png", "jpg"):
-        raise SslrtError(f"--overlay-format must be png or jpg, got {overlay_format!r}")
-    if overlay_format != "png" and save_dir is None:
-        raise SslrtError("--overlay-format goes with --save-dir (--save takes the format from its file name)")
     if workers is not None and not 0 <= workers <= MAX_WORKERS:
         raise SslrtError(f"--workers must be between 0 and {MAX_WORKERS}, got {workers}")
     if len(pair_list) > 1:
@@ -381,7 +385,7 @@ def run(
                 for w in res.warnings:
                     _err(f"warning: {w}")
                 if save is not None or save_dir is not None:
-                    target = save if save is not None else save_dir / _overlay_name(res.image, res.audio, row, taken, overlay_format)
+                    target = save if save is not None else save_dir / _overlay_name(res.image, res.audio, row, taken, overlay_format or "png")
                     staged.add_later(target, functools.partial(_draw_overlay, video_input.rgb if video_input is not None else res.image, res))
                 if bar:
                     bar.advance(task)

@@ -89,6 +89,9 @@ def test_overlays_as_jpeg_where_asked(tiny_export, media, tmp_path, capsys):
     code, _, err = run_cli(["run", media / "scene.jpg", media / "sound.wav", "-m", tiny_export.directory,
                             "--save", tmp_path / "one.png", "--overlay-format", "jpg"], capsys)
     assert code == 2 and "--overlay-format goes with --save-dir" in err and not (tmp_path / "one.png").exists()
+    code, _, err = run_cli(["run", "--pairs", csv, "--ray", "--output", tmp_path / "shards", "--save-dir", outdir,
+                            "--overlay-format", "JPEG"], capsys)
+    assert code == 2 and err == "error: --overlay-format jpg is for local runs; --ray writes PNG overlays\n"
 
 
 def test_silent_audio_runs_with_a_warning(tiny_export, media, tmp_path, capsys):

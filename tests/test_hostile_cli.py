@@ -181,6 +181,20 @@ def test_pictures_drawn_in_threads_keep_the_run_order_bounded_memory_and_cleanup
             staged.commit()
     assert os.listdir(out) == []
 
+    # a failed drawing surfaces while the run goes on (not only at commit), and nothing is published
+    def broken():
+        raise SslrtError("cannot draw the first")
+
+    early = tmp_path / "early"
+    early.mkdir()
+    with pytest.raises(SslrtError, match="cannot draw the first"):
+        with StagedPictures(threads=1) as staged:
+            staged.add_later(early / "p0.png", broken)
+            for i in range(1, 5):  # the third add waits for the first picture: its error comes out here
+                staged.add_later(early / f"p{i}.png", slow(i, 0))
+            pytest.fail("add_later did not report the failed drawing")
+    assert os.listdir(early) == []
+
     # a run that fails (or is interrupted) while a picture is being drawn: the cleanup waits for
     # the drawing thread, which would otherwise write its hidden file again after the removal
     drawing = threading.Event()
@@ -197,6 +211,19 @@ def test_pictures_drawn_in_threads_keep_the_run_order_bounded_memory_and_cleanup
             raise KeyboardInterrupt
     time.sleep(0.5)  # past the drawing's end, had it not been waited for
     assert os.listdir(out) == []
+
+
+def test_a_full_disk_is_one_line(tmp_path):
+    import numpy as np
+
+    from sslrt.runtime.overlay import _encode_to
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here (it answers every write with ENOSPC on Linux)")
+    with pytest.raises(SslrtError) as failed:
+        noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)  # ~200 KB: past stdio's buffer
+        _encode_to("/dev/full", str(tmp_path / "a.png"), ".png", noise)
+    assert str(failed.value).startswith(f"cannot write {tmp_path / 'a.png'}: ") and "\n" not in str(failed.value)
 
 
 def test_staged_pictures_of_a_killed_run_are_removed_by_the_next(tiny_export, media, tmp_path, capsys):

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from sslrt.errors import SslrtError
+from sslrt.errors import SslrtError, first_line
 from sslrt.store.atomic import atomic_path, deferred_signals, make_public, remove_stale
 from sslrt.runtime.localization import minmax_normalize
 
@@ -83,7 +83,10 @@ def _encode_to(tmp: str, path: str, ext: str, bgr: np.ndarray) -> None:
     ok, data = cv2.imencode(ext, bgr)
     if not ok:
         raise SslrtError(f"could not encode the overlay for {path}")
-    data.tofile(tmp)
+    try:
+        data.tofile(tmp)
+    except OSError as exc:  # a full disk, a quota: the user's to fix, in one line
+        raise SslrtError(f"cannot write {path}: {exc.strerror or first_line(exc)}") from None
 
 
 # Hidden names of staged pictures: .sslrt-staged.HOST.PID.NAME.XXXX.tmp.EXT beside their targets.
@@ -106,7 +109,7 @@ def remove_stale_pictures(folder: str | os.PathLike) -> list[str]:
 
 class StagedPictures:
     """Pictures of one run, each written to a hidden file beside its target as soon as it is made
-    and renamed to its name only when the run commits: memory holds one picture at a time, not
+    and renamed to its name only when the run commits: memory holds a few pictures at a time, not
     the run's (10,000 overlays of 1024 px images held in memory until the end would be ~30 GB),
     and a failed or interrupted run leaves none of them (the `with` block removes what it staged;
     the files of a killed run carry its PID and are removed by the next run's
@@ -151,7 +154,10 @@ class StagedPictures:
         if self._pool is None:
             _encode_to(tmp, path, ext, make())
             return
-        self._in_flight.append(self._pool.submit(lambda: _encode_to(tmp, path, ext, make())))
+        # Ctrl-C held back while the pool may be starting a thread: one interrupted there would run
+        # unseen by shutdown() and write its hidden file after discard() removed it.
+        with deferred_signals():
+            self._in_flight.append(self._pool.submit(lambda: _encode_to(tmp, path, ext, make())))
         while len(self._in_flight) > self._max_in_flight:
             self._in_flight.popleft().result()
 
@@ -188,8 +194,10 @@ class StagedPictures:
         return targets
 
     def discard(self) -> None:
-        self._stop_drawing(wait_for_all=False)
-        for tmp, _ in self._staged:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        self._staged.clear()
+        try:
+            self._stop_drawing(wait_for_all=False)
+        finally:  # a second Ctrl-C while the drawings finish still removes what was staged
+            for tmp, _ in self._staged:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            self._staged.clear()
