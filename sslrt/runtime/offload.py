@@ -11,8 +11,9 @@ What crosses the process boundary: the image's encoded bytes (the parent reads t
 the embedding cache by content) or the audio's path, and back the two input tensors (~1.3 MB per
 pair) with the warnings they raised. Arrays travel out of band (pickle protocol 5): sent from
 their own memory and received straight into the buffers the results live in, one copy, outside
-the GIL, since every parent thread's GIL-held work is work the engine's thread waits for. The embedding caches and the sharing of repeated inputs stay
-in the parent (pipeline.prepare_pair), so a cached or repeated input is never sent.
+the GIL, since every parent thread's GIL-held work is work the engine's thread waits for. The
+embedding caches and the sharing of repeated inputs stay in the parent (pipeline.prepare_pair),
+so a cached or repeated input is never sent.
 
 Why not multiprocessing's pools: their spawn and forkserver workers re-run the parent's main
 script (a user's script without an `if __name__ == "__main__"` guard would start workers from its

@@ -548,12 +548,13 @@ class Localizer:
         sized parallel blocks (session.dynamic_block_base 4 and 16: within 1%).
         """
         check_batch_size(batch_size)
-        device, cores = getattr(self.engine, "device", "cpu"), usable_cores()
-        if processes is None:
-            # one pair overlaps nothing: a worker's start (~0.2-0.5 s) would only delay it
-            processes = prepare_in_processes(device, cores) and not (isinstance(pairs, Sized) and len(pairs) <= 1)
-        if workers is None:
-            workers = prepare_workers(device, cores, processes)
+        if workers != 0:  # (localize(), one pair in this thread, reads no core count)
+            device, cores = getattr(self.engine, "device", "cpu"), usable_cores()
+            if processes is None:
+                # one pair overlaps nothing: a worker's start (~0.2-0.5 s) would only delay it
+                processes = prepare_in_processes(device, cores) and not (isinstance(pairs, Sized) and len(pairs) <= 1)
+            if workers is None:
+                workers = prepare_workers(device, cores, processes)
         offload = self._process_offload(workers) if processes and workers > 0 else None
         lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
         in_flight = InFlight(capacity=max(8, batch_size * (lookahead + 1)))  # about the pairs in flight
