@@ -136,10 +136,13 @@ class StagedPictures:
         the calls, whichever thread fills it."""
         path = os.fspath(path)
         ext = check_picture_path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f"{_STAGED_PREFIX}{_host()}.{os.getpid()}.{os.path.basename(path)}.", suffix=f".tmp{ext}",
-                                   dir=os.path.dirname(os.path.abspath(path)))
-        self._staged.append((tmp, path))
-        os.close(fd)
+        # Ctrl-C or SIGTERM held back from the file's creation until it is on the list that
+        # discard() removes: arriving in between, it would leave the file to the next run's sweep.
+        with deferred_signals():
+            fd, tmp = tempfile.mkstemp(prefix=f"{_STAGED_PREFIX}{_host()}.{os.getpid()}.{os.path.basename(path)}.",
+                                       suffix=f".tmp{ext}", dir=os.path.dirname(os.path.abspath(path)))
+            self._staged.append((tmp, path))
+            os.close(fd)
         return tmp, path, ext
 
     def add(self, path: str | os.PathLike, bgr: np.ndarray) -> None:
