@@ -24,6 +24,7 @@ from PIL import Image
 from conftest import REPO, SAMPLES, run_cli
 from sslrt.errors import SslrtError
 from sslrt.preprocess import audio as audio_mod
+from sslrt.preprocess import image as image_mod
 from sslrt.preprocess import audio_to_spectrogram, image_to_tensor, load_image, spectrogram_from_waveform
 from sslrt.preprocess.audio import (
     MAX_SAMPLE_RATE,
@@ -32,7 +33,8 @@ from sslrt.preprocess.audio import (
     read_audio_head,
     waveform_channel0,
 )
-from sslrt.preprocess.image import _as_rgb_uint8, _sniff, max_image_pixels, read_image_bytes
+from sslrt.preprocess.image import (_as_rgb_uint8, _opencv_decode, _simplejpeg, _sniff, _turbojpeg_decode, max_image_pixels,
+                                  read_image_bytes)
 from sslrt.synthetic.generated import generated_image, generated_waveform
 from sslrt.runtime.pipeline import _prepare_audio
 
@@ -141,8 +143,51 @@ def test_decoding_equals_pil_convert_rgb(kind, tmp_path):
     assert np.array_equal(ours, expected), kind
     assert ours.flags.writeable
     head = _sniff(path.read_bytes())
-    # The kinds measured bit-identical take OpenCV's faster path; the rest go through PIL.
-    assert (head is not None and head.opencv) == opencv, kind
+    # The kinds measured bit-identical take the faster decoders; the rest go through PIL.
+    assert (head is not None and head.fast) == opencv, kind
+
+
+FAST_JPEG_KINDS = DECODE_KINDS[:10]  # every JPEG kind but CMYK
+
+
+@pytest.mark.parametrize("decoder", ["simplejpeg", "opencv"])
+@pytest.mark.parametrize("kind", FAST_JPEG_KINDS)
+def test_each_fast_jpeg_decoder_equals_pil(kind, decoder, tmp_path):
+    """load_image takes the first fast decoder that answers: each must give PIL's pixels alone."""
+    if decoder == "simplejpeg" and _simplejpeg() is None:
+        pytest.skip("simplejpeg not installed (the cpu/gpu extras bring it)")
+    path, fast = _make(kind, tmp_path)
+    assert fast and _sniff(path.read_bytes()).fast, kind
+    data = np.fromfile(path, np.uint8)
+    ours = (_turbojpeg_decode if decoder == "simplejpeg" else _opencv_decode)(data)
+    assert ours is not None and np.array_equal(ours, pil_rgb(path)), kind
+
+
+def _outcome(path):
+    try:
+        return load_image(path)
+    except SslrtError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("cut", [200, 0.5])
+def test_a_truncated_jpeg_decodes_as_without_simplejpeg(cut, tmp_path, monkeypatch):
+    """simplejpeg runs strict: libjpeg's warning about a truncated file sends it on to OpenCV (its
+    missing rows grey) or PIL (refused), as sslrt decided before simplejpeg was added."""
+    if _simplejpeg() is None:
+        pytest.skip("simplejpeg not installed (the cpu/gpu extras bring it)")
+    full = tmp_path / "full.jpg"
+    cv2.imwrite(str(full), _rgb(5, (256, 320)))
+    data = full.read_bytes()
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[:-cut] if isinstance(cut, int) else data[:int(len(data) * cut)])
+    assert _turbojpeg_decode(np.fromfile(path, np.uint8)) is None
+    with_simplejpeg = _outcome(path)
+    monkeypatch.setattr(image_mod, "_simplejpeg", lambda: None)
+    without = _outcome(path)
+    assert type(with_simplejpeg) is type(without)
+    assert (with_simplejpeg == without) if isinstance(without, str) else np.array_equal(with_simplejpeg, without)
+
 
 
 @pytest.mark.parametrize("name", ["accordion_baby_10467.jpg", "car_img.jpeg"])

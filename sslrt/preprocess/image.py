@@ -7,10 +7,15 @@ coordinates, cubic kernel (A = -0.75) and border clamping, so no torch is needed
 
 Decoding is PIL's `Image.open(path).convert('RGB')`, pixel for pixel, for every format PIL reads
 (16-bit PNG/TIFF are clipped to 255 as PIL clips them, CMYK is converted with PIL's formula,
-palette, grey+alpha, TGA, ...). OpenCV decodes the kinds where both libraries were measured
-bit-identical (see `_opencv_decodes`): 8-bit Huffman JPEGs (baseline or progressive, YCbCr, RGB or
-grey, 4:4:4 / 4:2:2 / 4:2:0 / 4:1:1 / 4:4:0) and non-interlaced PNGs of depth <= 8; it is 2-3x
-faster there. Pillow is imported only for the other kinds, or when OpenCV refuses a file (PIL then
+palette, grey+alpha, TGA, ...). Faster decoders take the kinds where they were measured
+bit-identical to PIL (`_Header.fast`): 8-bit Huffman JPEGs (baseline or progressive, YCbCr, RGB or
+grey, 4:4:4 / 4:2:2 / 4:2:0 / 4:1:1 / 4:4:0) and non-interlaced PNGs of depth <= 8. A JPEG goes to
+simplejpeg (libjpeg-turbo's TurboJPEG API, where installed: the `cpu` and GPU extras bring it),
+then to OpenCV; a PNG to OpenCV. simplejpeg decodes a 1024x1024 JPEG in 3.6 ms of CPU, OpenCV in
+4.0 ms (7-8 ms in a process whose malloc returns freed memory to the kernel: every call's buffers
+page-faulted in anew), PIL in ~11 ms with its conversion to an array. simplejpeg runs strict: a
+file libjpeg warns about (truncated, corrupt entropy data) goes on to OpenCV, which decodes it as
+before. Pillow is imported only for the other kinds, or when OpenCV refuses a file (PIL then
 decides: it accepts some files that libpng rejects, e.g. a bad CRC in an ancillary chunk).
 
 Size: an image over `max_image_pixels()` (50 megapixels unless SSLRT_MAX_IMAGE_PIXELS says
@@ -79,7 +84,7 @@ class _Header(NamedTuple):
     format: str  # "JPEG" or "PNG"
     width: int | None  # None: the header is not in the bytes given (or is broken)
     height: int | None
-    opencv: bool  # OpenCV decodes this kind bit-identically to PIL (measured, see _jpeg_header/_png_header)
+    fast: bool  # simplejpeg/OpenCV decode this kind bit-identically to PIL (measured, see _jpeg_header/_png_header)
     problem: str | None = None  # why the header is unusable, for the error message
 
 
@@ -93,16 +98,17 @@ def _be32(b, i: int) -> int:
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 # Huffman baseline, extended and progressive frames: the kinds compared bit for bit with PIL.
-_JPEG_OPENCV_SOF = {0xC0, 0xC1, 0xC2}
+_JPEG_FAST_SOF = {0xC0, 0xC1, 0xC2}
 # Luma sampling factors compared bit for bit (4:4:4, 4:2:2, 4:2:0, 4:1:1, 4:4:0), chroma 1x1.
-_JPEG_OPENCV_LUMA = {(1, 1), (2, 1), (2, 2), (4, 1), (1, 2)}
+_JPEG_FAST_LUMA = {(1, 1), (2, 1), (2, 2), (4, 1), (1, 2)}
 
 
 def _jpeg_header(buf) -> _Header:
-    """Walk the marker segments up to the first scan: frame size, and whether OpenCV may decode it.
+    """Walk the marker segments up to the first scan: frame size, and whether the fast decoders may
+    decode it.
 
-    Measured bit-identical to PIL with the libjpeg-turbo builds here (3.1.2 in OpenCV 5.0, 3.2.0 in
-    Pillow 13):
+    Measured bit-identical to PIL with the libjpeg-turbo builds here (3.1.2 in OpenCV 5.0 and in
+    simplejpeg 1.9, 3.2.0 in Pillow 13; tests/test_hostile_input.py compares each decoder):
     8-bit Huffman baseline/extended/progressive JPEGs with one component (grey) or three (YCbCr
     with or without an Adobe marker, or RGB) at the sampling factors above, restart markers and
     optimised tables included. CMYK/YCCK (PIL converts with its own formula), 12-bit, arithmetic
@@ -150,16 +156,16 @@ def _jpeg_header(buf) -> _Header:
     if sof is None:
         return _Header("JPEG", None, None, False, None)
     marker, precision, width, height, ncomp, comps = sof
-    opencv = marker in _JPEG_OPENCV_SOF and precision == 8 and len(comps) == ncomp
-    if opencv and ncomp == 1:
-        opencv = comps[0][:2] == (1, 1)
-    elif opencv and ncomp == 3:
+    fast = marker in _JPEG_FAST_SOF and precision == 8 and len(comps) == ncomp
+    if fast and ncomp == 1:
+        fast = comps[0][:2] == (1, 1)
+    elif fast and ncomp == 3:
         rgb = adobe == 0 or (adobe is None and [c[2] for c in comps] == [82, 71, 66])
         chroma_1x1 = all(c[:2] == (1, 1) for c in comps[1:])
-        opencv = chroma_1x1 and (comps[0][:2] == (1, 1) if rgb else comps[0][:2] in _JPEG_OPENCV_LUMA)
+        fast = chroma_1x1 and (comps[0][:2] == (1, 1) if rgb else comps[0][:2] in _JPEG_FAST_LUMA)
     else:
-        opencv = False
-    return _Header("JPEG", width, height, opencv)
+        fast = False
+    return _Header("JPEG", width, height, fast)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -290,12 +296,38 @@ def load_image(path: str | os.PathLike, data: np.ndarray | None = None) -> np.nd
             raise SslrtError(f"image is corrupt: {path} ({head.problem or 'no JPEG frame header'})")
         if head.width is not None:
             _check_pixels(head.width, head.height, path)
-        if head.opencv:
-            rgb = _opencv_decode(data)
+        if head.fast:
+            rgb = _turbojpeg_decode(data) if head.format == "JPEG" else None
+            if rgb is None:
+                rgb = _opencv_decode(data)
             if rgb is not None:
                 return rgb
             # OpenCV refused it: PIL, the reference, decides (it accepts some files libpng rejects).
     return _pil_decode(data, path)
+
+
+@lru_cache(maxsize=1)
+def _simplejpeg():
+    try:
+        import simplejpeg
+    except ImportError:  # an install without the extras: OpenCV decodes the same pixels
+        return None
+    return simplejpeg
+
+
+def _turbojpeg_decode(data: np.ndarray) -> np.ndarray | None:
+    """A JPEG through simplejpeg (accurate integer IDCT and fancy upsampling, libjpeg's defaults,
+    as PIL and OpenCV decode); None where simplejpeg is absent or libjpeg errs or warns."""
+    simplejpeg = _simplejpeg()
+    if simplejpeg is None:
+        return None
+    try:
+        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False, strict=True)
+    except Exception:  # ValueError with libjpeg's message: OpenCV, then PIL, decide what the file is
+        return None
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.size == 0:
+        return None
+    return rgb
 
 
 def _opencv_decode(data: np.ndarray) -> np.ndarray | None:
