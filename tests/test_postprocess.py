@@ -31,3 +31,50 @@ def test_a_border_cell_peaks_at_its_centre_not_on_the_edge():
 def test_constant_heatmap_boxes_the_whole_image():
     h = np.full((1, 1, 14, 14), 0.3, dtype=np.float32)
     assert localize_heatmaps(h, [(100, 200)])[0]["bbox"] == [0, 0, 200.0, 100.0]
+
+
+# -- the fast selections against their plain definitions --------------------------------------
+def _sorted_kth(values: np.ndarray, kth: int):
+    return np.sort(values, kind="stable")[kth]
+
+
+def test_fixed_thresholds_are_the_sorted_element_of_float32_maps():
+    from sslrt.runtime.localization import fixed_thresholds
+
+    rng = np.random.default_rng(7)
+    maps = [rng.random((224, 224), dtype=np.float32),  # prediction maps: [0, 1]
+            rng.standard_normal((224, 224)).astype(np.float32),  # negatives too
+            np.round(rng.random((224, 224)) * 5).astype(np.float32) / 5,  # few values: long ties
+            np.full((224, 224), -0.25, np.float32),  # constant (normalisation leaves it as is)
+            np.concatenate([np.zeros(60), -np.zeros(60), rng.random(8) * 1e-38]).astype(np.float32).reshape(8, 16),
+            rng.random((3, 5), dtype=np.float32)]
+    for m in maps:
+        flat = m.reshape(-1)
+        got = fixed_thresholds(m[None])[0]
+        assert got.dtype == np.float32 and got == _sorted_kth(flat, int(flat.size * 0.5))
+    batch = rng.random((4, 30, 40), dtype=np.float32)
+    want = np.partition(batch.reshape(4, -1), 600, axis=1)[:, 600]
+    np.testing.assert_array_equal(fixed_thresholds(batch), want)
+    doubles = batch.astype(np.float64)  # other dtypes: np.partition as before
+    np.testing.assert_array_equal(fixed_thresholds(doubles), want.astype(np.float64))
+
+
+def test_region_box_is_the_bounding_box_of_the_peaks_8_connected_component():
+    import cv2
+
+    from sslrt.runtime.localization import region_box
+
+    rng = np.random.default_rng(3)
+    for density in (0.2, 0.45, 0.6):
+        for _ in range(20):
+            mask = rng.random((56, 48)) < density
+            py, px = int(rng.integers(56)), int(rng.integers(48))
+            _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+            label = labels[py, px]
+            if label == 0:
+                want = (0, 0, 48, 56)
+            else:
+                x, y, w, h = (int(v) for v in stats[label, :4])
+                want = (x, y, x + w, y + h)
+            assert region_box(mask, (py, px)) == want
+            assert mask.dtype == bool  # the caller's mask is not written into

@@ -163,10 +163,27 @@ def heatmaps_to_predictions(heatmaps: np.ndarray, rule: str, normalize: str = ON
 
 
 def fixed_thresholds(pred: np.ndarray) -> np.ndarray:
-    """Per sample, sort(pred.ravel())[int(n_pixels * 0.5)] (np.partition gives that element)."""
+    """Per sample, sort(pred.ravel())[int(n_pixels * 0.5)]: the kth element exactly, as
+    np.partition gives it (float32 maps by `_kth_float32`, 3x faster on 224x224 maps)."""
     flat = _as_map_batch(pred, "prediction maps").reshape(len(pred), -1)
     kth = int(flat.shape[1] * 0.5)
+    if flat.dtype == np.float32 and flat.shape[1] > 1:
+        return np.array([_kth_float32(row, kth) for row in flat], dtype=np.float32)
     return np.partition(flat, kth, axis=1)[:, kth]
+
+
+def _kth_float32(values: np.ndarray, kth: int) -> np.float32:
+    """The kth smallest of 1-D finite float32 values: one counting pass over their top 16 bits,
+    then np.partition of the few values in the bucket that holds the kth (~0.1 vs ~0.32 ms for a
+    224x224 map). The bits, made monotonic in the value (negatives: all but the sign flipped),
+    order the values as float comparison does, -0.0 below +0.0 (equal values either way)."""
+    bits = values.view(np.int32)
+    keys = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+    buckets = (keys >> 16) + np.int32(1 << 15)  # 0 .. 65535
+    counts = np.cumsum(np.bincount(buckets, minlength=1 << 16))
+    bucket = int(np.searchsorted(counts, kth, side="right"))
+    below = int(counts[bucket - 1]) if bucket else 0
+    return np.partition(values[buckets == bucket], kth - below)[kth - below]
 
 
 
@@ -185,13 +202,15 @@ def av_similarity(heatmaps: np.ndarray, epsilon: float = 0.65, tau: float = 0.03
 
 # -- peak, box, score ---------------------------------------------------------------------------
 def region_box(mask: np.ndarray, peak_yx: tuple[int, int]) -> tuple[int, int, int, int]:
-    """[x0, y0, x1, y1) of the 8-connected component of `mask` holding the peak."""
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    label = labels[peak_yx]
-    if label == 0:  # peak not in the mask (a constant map): the whole image
+    """[x0, y0, x1, y1) of the 8-connected component of `mask` holding the peak: a flood fill
+    from the peak (~0.04 ms on 224x224, where labelling every component took ~0.17 ms)."""
+    py, px = int(peak_yx[0]), int(peak_yx[1])
+    if not mask[py, px]:  # peak not in the mask (a constant map): the whole image
         return 0, 0, mask.shape[1], mask.shape[0]
-    x, y, w, h = (int(v) for v in stats[label, :4])
-    return x, y, x + w, y + h
+    filled = mask.astype(np.uint8)  # a copy: the fill writes into it
+    # 8-connectivity; a zero tolerance fills the pixels equal to the seed's (the mask's ones)
+    _, _, _, (x, y, w, h) = cv2.floodFill(filled, None, (px, py), 2, 0, 0, 8)
+    return int(x), int(y), int(x + w), int(y + h)
 
 
 def localize_heatmaps(heatmaps: np.ndarray, image_sizes: list[tuple[int, int]], spec=None,
