@@ -55,7 +55,7 @@ install_local() {  # install_local MODULE PIP_SPEC...
   fi
 }
 for spec in "numpy:numpy" "scipy:scipy" "cv2:opencv-python-headless" "typer:typer" "rich:rich" "onnx:onnx" \
-            "pytest:pytest" "polygraphy:polygraphy" "soundfile:soundfile" "onnxslim:onnxslim"; do
+            "pytest:pytest" "polygraphy:polygraphy" "soundfile:soundfile" "onnxslim:onnxslim" "simplejpeg:simplejpeg"; do
   install_local "${spec%%:*}" "${spec#*:}"
 done
 # ONNX Runtime: onnxruntime-gpu where a wheel of it is here (it replaces the CPU package: never both),

@@ -1,5 +1,6 @@
 """`sslrt bench` report structure and the INT8 export (speed itself is measured by benchmarks/, not asserted)."""
 import json
+import statistics
 
 import numpy as np
 import onnx
@@ -54,7 +55,13 @@ def test_bench_report(tmp_path, tiny_export, capsys):
     # 2 batches x (engine table + e2e table + e2e/engine ratio table)
     report = (tmp_path / "rep" / "bench.md").read_text()
     assert report.count("| onnxruntime | fp32 |") == 6
-    assert "| e2e / engine | engine CPU ms/pair | CPU bound |" in report
+    assert "| e2e / engine | e2e / inference | engine CPU ms/pair | CPU bound | host budget for 90% |" in report
+    # e2e rows: one ratio per round of the end-to-end pass against the same pipeline's inference alone
+    for r in rows:
+        if r["scope"] == "e2e":
+            ratios = r["e2e_over_inference"]
+            assert len(ratios) == 3 and all(0 < x for x in ratios)
+            assert f"{statistics.median(ratios):.0%} ({min(ratios):.0%}-{max(ratios):.0%})" in report
     # the pick-a-backend table names, per precision and batch, the backend with the most pairs/s
     from sslrt.measure.bench import fastest
 
@@ -75,6 +82,19 @@ def test_cpu_bound():
     # an engine that leaves a core idle can hide the preparation entirely
     assert cpu_bound(20.0, 20.0, 10.0, 2) == 1.0
     assert cpu_bound(20.0, 20.0, 30.0, 2) == 0.8
+
+
+def test_host_budget_is_where_the_cpu_bound_reaches_the_target():
+    import pytest
+
+    from sslrt.measure.bench import cpu_bound, host_budget
+
+    # 2 cores busy 20 ms per pair (40 ms CPU): 90% allows (40 / 0.9) - 40 = 4.4 ms of host CPU
+    assert host_budget(20.0, 40.0, 2) == pytest.approx(40 / 0.9 - 40)
+    for engine_ms, engine_cpu in ((20.0, 40.0), (26.6, 50.2), (18.9, 37.3)):
+        budget = host_budget(engine_ms, engine_cpu, 2)
+        assert cpu_bound(engine_ms, engine_cpu, budget, 2) == pytest.approx(0.9)
+        assert cpu_bound(engine_ms, engine_cpu, budget * 1.1, 2) < 0.9
 
 
 def test_bench_bad_arguments(tiny_export, capsys):

@@ -72,7 +72,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(vggss_root, tiny_export, 
     from sslrt.runtime.pipeline import Localizer
 
     out = tmp_path / "out"
-    real, calls = Localizer._infer, []  # the engine step of every batch
+    real, calls = Localizer.infer, []  # the engine step of every batch
 
     def interrupted_after_two_batches(self, *a, **k):
         calls.append(1)
@@ -80,11 +80,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(vggss_root, tiny_export, 
             raise KeyboardInterrupt
         return real(self, *a, **k)
 
-    monkeypatch.setattr(Localizer, "_infer", interrupted_after_two_batches)
+    monkeypatch.setattr(Localizer, "infer", interrupted_after_two_batches)
     code, _, err = run_cli(_args(vggss_root, tiny_export.directory, out), capsys)
     assert code == 130 and err == "interrupted\n"
     assert 0 < len(_rows(out)) < N
-    monkeypatch.setattr(Localizer, "_infer", real)
+    monkeypatch.setattr(Localizer, "infer", real)
     code, stdout, err = run_cli(_args(vggss_root, tiny_export.directory, out), capsys)
     assert code == 0, err
     assert _result(out) == uninterrupted
@@ -194,11 +194,11 @@ def test_read_rows_never_raises_on_bytes():
 SLOW_EVAL = r"""
 import sys, time
 import sslrt.runtime.pipeline as p
-real = p.Localizer._infer  # the engine step of every batch (run_prepared and localize_many)
+real = p.Localizer.infer  # the engine step of every batch (run_prepared and localize_many)
 def slow(self, *a, **k):
     time.sleep(0.3)
     return real(self, *a, **k)
-p.Localizer._infer = slow
+p.Localizer.infer = slow
 from sslrt.cli import main
 main(sys.argv[1:])
 """

@@ -164,11 +164,11 @@ def test_workers_do_not_rerun_the_parents_main_script(tiny_export, media, tmp_pa
 SLOW_RUN = r"""
 import sys, time
 import sslrt.runtime.pipeline as p
-real = p.Localizer._infer
+real = p.Localizer.infer
 def slow(self, *a, **k):
     time.sleep(0.3)
     return real(self, *a, **k)
-p.Localizer._infer = slow
+p.Localizer.infer = slow
 from sslrt.cli import main
 main(sys.argv[1:])
 """

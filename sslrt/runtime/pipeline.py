@@ -480,9 +480,9 @@ class Localizer:
         return self._offloads[processes]
 
     def run_prepared(self, batch: list[PreparedPair], keep_embeddings: bool = False) -> list[Localization]:
-        return self._finish(batch, self._infer(batch), keep_embeddings)
+        return self._finish(batch, self.infer(batch), keep_embeddings)
 
-    def _infer(self, batch: list[PreparedPair]) -> tuple:
+    def infer(self, batch: list[PreparedPair]) -> tuple:
         """The engine's part of a batch: (heatmaps, image embeddings, audio embeddings, inference ms per pair)."""
         t0 = time.perf_counter()
         heatmaps, v, a = self._heatmaps(batch)
@@ -573,7 +573,7 @@ class Localizer:
             def run(prepared_futures):
                 nonlocal finishing
                 batch = [f.result() for f in prepared_futures]
-                inferred = self._infer(batch)
+                inferred = self.infer(batch)
                 done, finishing = finishing, finisher.submit(self._finish, batch, inferred, keep_embeddings)
                 return done.result() if done is not None else []
 
