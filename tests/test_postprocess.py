@@ -55,6 +55,9 @@ def test_fixed_thresholds_are_the_sorted_element_of_float32_maps():
     batch = rng.random((4, 30, 40), dtype=np.float32)
     want = np.partition(batch.reshape(4, -1), 600, axis=1)[:, 600]
     np.testing.assert_array_equal(fixed_thresholds(batch), want)
+    with_nan = batch.copy()
+    with_nan[1, 0, :5] = -np.nan  # not a prediction map the pipeline makes: np.partition's order
+    np.testing.assert_array_equal(fixed_thresholds(with_nan), np.partition(with_nan.reshape(4, -1), 600, axis=1)[:, 600])
     doubles = batch.astype(np.float64)  # other dtypes: np.partition as before
     np.testing.assert_array_equal(fixed_thresholds(doubles), want.astype(np.float64))
 
@@ -64,17 +67,22 @@ def test_region_box_is_the_bounding_box_of_the_peaks_8_connected_component():
 
     from sslrt.runtime.localization import region_box
 
+    def reference(mask, py, px):
+        _, labels, stats, _ = cv2.connectedComponentsWithStats((mask != 0).astype(np.uint8), connectivity=8)
+        label = labels[py, px]
+        if label == 0:
+            return 0, 0, mask.shape[1], mask.shape[0]
+        x, y, w, h = (int(v) for v in stats[label, :4])
+        return x, y, x + w, y + h
+
     rng = np.random.default_rng(3)
     for density in (0.2, 0.45, 0.6):
         for _ in range(20):
             mask = rng.random((56, 48)) < density
             py, px = int(rng.integers(56)), int(rng.integers(48))
-            _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-            label = labels[py, px]
-            if label == 0:
-                want = (0, 0, 48, 56)
-            else:
-                x, y, w, h = (int(v) for v in stats[label, :4])
-                want = (x, y, x + w, y + h)
-            assert region_box(mask, (py, px)) == want
-            assert mask.dtype == bool  # the caller's mask is not written into
+            before = mask.copy()
+            assert region_box(mask, (py, px)) == reference(mask, py, px)
+            assert np.array_equal(mask, before)  # the caller's mask is not written into
+            # a transposed (Fortran-ordered) view and a 0/255 uint8 mask: the same component
+            assert region_box(mask.T, (px, py)) == reference(mask.T, px, py)
+            assert region_box(mask.astype(np.uint8) * 255, (py, px)) == reference(mask, py, px)

@@ -310,7 +310,7 @@ def load_image(path: str | os.PathLike, data: np.ndarray | None = None) -> np.nd
 def _simplejpeg():
     try:
         import simplejpeg
-    except ImportError:  # an install without the extras: OpenCV decodes the same pixels
+    except Exception:  # absent (an install without the extras) or broken: OpenCV decodes the same pixels
         return None
     return simplejpeg
 
@@ -321,6 +321,8 @@ def _turbojpeg_decode(data: np.ndarray) -> np.ndarray | None:
     simplejpeg = _simplejpeg()
     if simplejpeg is None:
         return None
+    # contiguous bytes: simplejpeg reads the buffer's memory from its first element on
+    data = np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
     try:
         rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False, strict=True)
     except Exception:  # ValueError with libjpeg's message: OpenCV, then PIL, decide what the file is

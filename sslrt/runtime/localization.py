@@ -164,10 +164,11 @@ def heatmaps_to_predictions(heatmaps: np.ndarray, rule: str, normalize: str = ON
 
 def fixed_thresholds(pred: np.ndarray) -> np.ndarray:
     """Per sample, sort(pred.ravel())[int(n_pixels * 0.5)]: the kth element exactly, as
-    np.partition gives it (float32 maps by `_kth_float32`, 3x faster on 224x224 maps)."""
+    np.partition gives it (float32 maps by `_kth_float32`, 3x faster on 224x224 maps; a map with
+    a NaN, which the pipeline refuses before this, goes to np.partition)."""
     flat = _as_map_batch(pred, "prediction maps").reshape(len(pred), -1)
     kth = int(flat.shape[1] * 0.5)
-    if flat.dtype == np.float32 and flat.shape[1] > 1:
+    if flat.dtype == np.float32 and flat.shape[1] > 1 and not np.isnan(flat).any():
         return np.array([_kth_float32(row, kth) for row in flat], dtype=np.float32)
     return np.partition(flat, kth, axis=1)[:, kth]
 
@@ -204,10 +205,11 @@ def av_similarity(heatmaps: np.ndarray, epsilon: float = 0.65, tau: float = 0.03
 def region_box(mask: np.ndarray, peak_yx: tuple[int, int]) -> tuple[int, int, int, int]:
     """[x0, y0, x1, y1) of the 8-connected component of `mask` holding the peak: a flood fill
     from the peak (~0.04 ms on 224x224, where labelling every component took ~0.17 ms)."""
-    py, px = int(peak_yx[0]), int(peak_yx[1])
-    if not mask[py, px]:  # peak not in the mask (a constant map): the whole image
+    py, px = int(peak_yx[0]), int(peak_yx[1])  # an index into the mask (argmax's): not negative
+    # 0/1 in a C-ordered copy: the fill writes into it, and any non-zero value counts as "in"
+    filled = np.ascontiguousarray(np.asarray(mask) != 0, dtype=np.uint8)
+    if not filled[py, px]:  # peak not in the mask (a constant map): the whole image
         return 0, 0, mask.shape[1], mask.shape[0]
-    filled = mask.astype(np.uint8)  # a copy: the fill writes into it
     # 8-connectivity; a zero tolerance fills the pixels equal to the seed's (the mask's ones)
     _, _, _, (x, y, w, h) = cv2.floodFill(filled, None, (px, py), 2, 0, 0, 8)
     return int(x), int(y), int(x + w), int(y + h)
