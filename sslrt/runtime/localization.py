@@ -174,17 +174,24 @@ def fixed_thresholds(pred: np.ndarray) -> np.ndarray:
 
 
 def _kth_float32(values: np.ndarray, kth: int) -> np.float32:
-    """The kth smallest of 1-D finite float32 values: one counting pass over their top 16 bits,
-    then np.partition of the few values in the bucket that holds the kth (~0.1 vs ~0.32 ms for a
-    224x224 map). The bits, made monotonic in the value (negatives: all but the sign flipped),
-    order the values as float comparison does, -0.0 below +0.0 (equal values either way)."""
-    bits = values.view(np.int32)
-    keys = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
-    buckets = (keys >> 16) + np.int32(1 << 15)  # 0 .. 65535
-    counts = np.cumsum(np.bincount(buckets, minlength=1 << 16))
+    """The kth smallest of 1-D float32 values without NaN: one counting pass into at most 4096
+    buckets that split the values' range, then np.partition of the few values in the bucket that
+    holds the kth (~0.1 vs ~0.32 ms for a 224x224 map). The float bits made unsigned and
+    monotonic in the value (negatives: every bit flipped; the rest: the sign bit set) order the
+    values as float comparison does, -0.0 below +0.0 (equal values either way)."""
+    bits = values.view(np.uint32)
+    keys = bits ^ ((np.uint32(0) - (bits >> np.uint32(31))) | np.uint32(0x80000000))
+    lowest = keys.min()
+    span = int(keys.max() - lowest)
+    # few buckets: the counts stay small (32 KB), memory a process reuses without page faults
+    buckets = (keys - lowest) >> np.uint32(max(0, span.bit_length() - _BUCKET_BITS))
+    counts = np.cumsum(np.bincount(buckets))
     bucket = int(np.searchsorted(counts, kth, side="right"))
     below = int(counts[bucket - 1]) if bucket else 0
     return np.partition(values[buckets == bucket], kth - below)[kth - below]
+
+
+_BUCKET_BITS = 12
 
 
 
