@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import threading
 import time
@@ -17,6 +16,7 @@ import numpy as np
 from sslrt.engines import Engine, check_batch_size, check_threads, create_engine, get_row, graphs_for, resolve_backend
 from sslrt.errors import AudioInputWarning, SslrtError
 from sslrt.graphs import INPUT_AUDIO, INPUT_IMAGE, OUTPUT_AUDIO_EMBEDDING, OUTPUT_HEATMAP, OUTPUT_IMAGE_EMBEDDING, cosine_map
+from sslrt.machine import usable_cores
 from sslrt.preprocess import image_to_tensor, load_image, spectrogram_from_waveform
 from sslrt.preprocess.audio import read_audio
 from sslrt.preprocess.image import ImageBytes, read_image_bytes
@@ -301,24 +301,6 @@ MAX_GPU_PREPARE_WORKERS = 8
 # i.e. beside a GPU engine on a host with cores to spare; at most this many by default.
 MIN_CORES_FOR_PROCESSES = 4
 MAX_GPU_PREPARE_PROCESSES = 32
-
-
-def usable_cores(cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
-    """The cores this process may run on (its affinity: taskset, a container's cpuset, a Ray
-    actor's), not the machine's, and no more than its cgroup's CPU quota (a container limited to
-    4 CPUs on a 64-core node: 4)."""
-    try:
-        cores = max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        cores = max(1, os.cpu_count() or 1)
-    try:
-        with open(cpu_max) as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):  # no cgroup v2 here, or no quota
-        pass
-    return cores
 
 
 def prepare_in_processes(device: str, cores: int) -> bool:
