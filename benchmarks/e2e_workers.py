@@ -49,7 +49,8 @@ def main() -> int:
     from sslrt.errors import SslrtError
     from sslrt.measure.bench import bench_engines, e2e_pass, machine_info, make_pair_files, prepare_cpu
     from sslrt.resolve import resolve_model
-    from sslrt.runtime.pipeline import Localizer, prepare_in_processes, prepare_workers, usable_cores
+    from sslrt.machine import usable_cores
+    from sslrt.runtime.pipeline import Localizer, prepare_in_processes, prepare_workers
 
     source = resolve_model(args.model)
     cores = usable_cores()

@@ -327,7 +327,8 @@ def run(
                           exact_inputs=exact_inputs)
     from sslrt.engines.base import check_batch_size
     from sslrt.runtime.overlay import StagedPictures, check_picture_path, remove_stale_pictures
-    from sslrt.runtime.pipeline import Localizer, usable_cores
+    from sslrt.machine import usable_cores
+    from sslrt.runtime.pipeline import Localizer
 
     startup_ms = process_age_ms() if _AS_COMMAND else None  # Python and the imports of this command
 

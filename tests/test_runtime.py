@@ -111,7 +111,7 @@ def test_preparation_threads_follow_the_engines_device():
 
 
 def test_usable_cores_follow_the_cgroups_cpu_quota(tmp_path):
-    from sslrt.runtime.pipeline import usable_cores
+    from sslrt.machine import usable_cores
 
     mine = len(os.sched_getaffinity(0))
     cpu_max = tmp_path / "cpu.max"

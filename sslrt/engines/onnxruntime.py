@@ -334,8 +334,8 @@ class OnnxRuntimeEngine(Engine):
 
     def _half_threads(self) -> int | None:
         """Threads of each half of a split batch; None where batches are not split (a GPU
-        provider, one thread or core, split_from None)."""
-        if self._split_from is None or self._io_binding or self.device != "cpu" or self.max_batch:
+        provider, one thread or core)."""
+        if self._io_binding or self.device != "cpu" or self.max_batch:
             return None
         cores = self._threads or usable_cores()
         return cores // 2 if cores >= 2 else None

@@ -236,19 +236,19 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
                                                                               threads=threads, reuse_embeddings=not is_ref)
                         except SslrtError as exc:
                             skipped.append(f"e2e {backend} {precision}: {exc}")
+                    # one prepared set per model transform for every batch size (the pipelines of one
+                    # model share it), of at most INFERENCE_PAIRS pairs: memory ~0.9 MB per pair
+                    prepared, ready = {}, {}
+                    for key, loc in localizers.items():
+                        transform = (loc.spec.name, loc.exact_inputs)
+                        if transform not in prepared:
+                            prepared[transform] = prepare_all(loc, pairs[:INFERENCE_PAIRS])
+                        ready[key] = prepared[transform]
                     for batch in batches if localizers else ():
                         for key, loc in localizers.items():  # warm-up: page cache, lazy initialisation
                             e2e_pass(loc, pairs, batch, key == REFERENCE)
                             if prepare_cpu_ms is None:
                                 prepare_cpu_ms = prepare_cpu(loc, pairs)
-                        # one prepared set per model transform (the pipelines of one model share it),
-                        # of at most INFERENCE_PAIRS pairs: memory ~0.9 MB per pair, not per pair and row
-                        prepared, ready = {}, {}
-                        for key, loc in localizers.items():
-                            transform = (loc.spec.name, loc.exact_inputs)
-                            if transform not in prepared:
-                                prepared[transform] = prepare_all(loc, pairs[:INFERENCE_PAIRS])
-                            ready[key] = prepared[transform]
                         passes = {key: [] for key in localizers}
                         ratios = {key: [] for key in localizers}
                         for r, order in enumerate(_round_orders(list(localizers), rounds)):
@@ -258,7 +258,6 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
                                 passes[key].append(done)
                                 inference_ms = inference_pass(localizers[key], ready[key], batch) / len(ready[key])
                                 ratios[key].append(inference_ms / (done[0] / len(pairs)))
-                        del ready, prepared
                         for (backend, precision), done in passes.items():
                             total_ms = sum(t for t, _ in done)
                             per_batch = [ms for _, marks in done for ms in marks]
@@ -274,7 +273,7 @@ def run_benchmark(model: str, backends: list[str], precisions: list[str], batche
                     for loc in localizers.values():
                         loc.close()
 
-    from sslrt.runtime.pipeline import usable_cores  # the cores the CPU bound shares out
+    from sslrt.machine import usable_cores  # the cores the CPU bound shares out
 
     # the tables list each backend's rows together, in the order asked
     rows.sort(key=lambda r: (r.scope != "engine", combos.index((r.backend, r.precision)), batches.index(r.batch)))
