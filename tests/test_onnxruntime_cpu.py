@@ -66,3 +66,24 @@ def test_a_failing_half_raises_after_both_ended(tiny_export):
             engine.run(feeds)
         good = engine.run(_feeds(2))  # the engine still works
         assert all(np.isfinite(v).all() for v in good.values())
+
+
+def test_lanes_run_whole_batches_at_once(tiny_export):
+    """Two batches at once, one per lane (the pipeline's threads), each equal to one run of it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tiny_export.artifact_path("onnx_fp32")
+    feeds = _feeds(9)
+    parts = [{k: v[:5] for k, v in feeds.items()}, {k: v[5:] for k, v in feeds.items()}]
+    with OnnxRuntimeEngine(path, threads=2, split_from=None) as whole, OnnxRuntimeEngine(path, threads=2) as laned:
+        assert laned.lanes == 2 and whole.lanes == 1
+        want = whole.run(feeds)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            got = [f.result() for f in [pool.submit(laned.run_lane, part, lane) for lane, part in enumerate(parts)]]
+        for name in want:
+            np.testing.assert_allclose(np.concatenate([got[0][name], got[1][name]]), want[name], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(whole.run_lane(parts[1], 0)[next(iter(want))], got[1][next(iter(want))], rtol=0, atol=1e-6)
+    with OnnxRuntimeEngine(path, threads=1) as one:
+        assert one.lanes == 1  # one thread: nothing to share out
+        np.testing.assert_allclose(one.run_lane(parts[0], 0)[next(iter(want))], got[0][next(iter(want))], rtol=0, atol=1e-6)
+        assert one._halves is None

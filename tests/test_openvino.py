@@ -140,6 +140,10 @@ class _FakeRequest:
     def wait(self):
         self.busy = False
 
+    def infer(self, feeds, share_inputs=True):
+        self.start_async(feeds, share_inputs)
+        self.wait()
+
     def get_tensor(self, name):
         return type("Tensor", (), {"data": self.out})()
 
@@ -157,6 +161,47 @@ def test_split_rounds_keep_order_and_cap_the_slices(streams, batch):
     used = min(streams, batch)
     assert sum(log) == batch and max(log) <= PAIRS_PER_REQUEST and min(log) >= 1
     assert len(log) == used * -(-batch // (used * PAIRS_PER_REQUEST))  # every round uses every stream
+
+
+@pytest.mark.parametrize("batch", [1, 4, 5, 9, 64])
+def test_a_lane_runs_its_batch_in_capped_rounds_on_its_own_request(batch):
+    import threading
+
+    from sslrt.engines.openvino import PAIRS_PER_REQUEST, THROUGHPUT, OpenVinoEngine
+
+    engine = OpenVinoEngine("unused.onnx", streams=2, threads=2)
+    assert engine.lanes == 2
+    logs = [[], []]
+    engine._model, engine._outputs, engine._compiled[THROUGHPUT] = object(), ["x"], object()  # as if loaded
+    engine._requests[THROUGHPUT] = [_FakeRequest(log) for log in logs]
+    engine._lane_locks = [threading.Lock(), threading.Lock()]
+    x = np.arange(batch, dtype=np.float32)[:, None]
+    np.testing.assert_array_equal(engine.run_lane({"x": x}, 1)["x"], x)
+    assert logs[0] == [] and sum(logs[1]) == batch  # the lane's own request, the whole batch
+    assert max(logs[1]) <= PAIRS_PER_REQUEST and len(logs[1]) == -(-batch // PAIRS_PER_REQUEST)
+
+
+def test_lanes_run_whole_batches_at_once(tiny_export):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sslrt.engines.openvino import THROUGHPUT, OpenVinoEngine, compile_properties
+
+    # the streams' threads are not pinned: lanes running two models at once would share cores
+    assert compile_properties(THROUGHPUT)["ENABLE_CPU_PINNING"] is False
+    path = tiny_export.directory + "/" + tiny_export.artifacts["onnx_fp32"]["file"]
+    feeds = _feeds(resolve_model(tiny_export.directory).spec, 13)
+    engine = OpenVinoEngine(path, streams=2, threads=2)
+    want = engine.run(feeds)[OUTPUT_HEATMAP]  # split across the streams
+    with ThreadPoolExecutor(max_workers=2) as pool:  # 6 pairs: two rounds; 7: two
+        parts = [pool.submit(engine.run_lane, {k: v[lo:hi] for k, v in feeds.items()}, lane)
+                 for lane, (lo, hi) in enumerate(((0, 6), (6, 13)))]
+        got = np.concatenate([f.result()[OUTPUT_HEATMAP] for f in parts])
+    assert got.shape == want.shape and np.abs(got - want).max() < 1e-5
+    engine.close()
+    one = OpenVinoEngine(path, threads=1)
+    assert one.lanes == 1  # one thread: no streams
+    np.testing.assert_array_equal(one.run_lane(feeds, 0)[OUTPUT_HEATMAP], one.run(feeds)[OUTPUT_HEATMAP])
+    assert one.compiled_hints == ("LATENCY",)
 
 
 def test_threads_and_the_latency_only_mode(tiny_export):

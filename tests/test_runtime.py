@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 
 import sslrt
 from sslrt.engines import create_engine
@@ -211,3 +212,49 @@ def test_an_image_in_memory_is_the_file_on_disk(tiny_export, media):
         fresh.localize(ImageBytes("empty.png", b""), media / "sound.wav")
     with pytest.raises(SslrtError, match="expected a path, a waveform"):  # an image where the sound goes
         fresh.localize(media / "scene.png", ImageBytes("upload.png", (media / "scene.png").read_bytes()))
+
+
+def test_lanes_give_the_sequential_results_in_order(tiny_export, media, monkeypatch):
+    """An engine of two lanes (ONNX Runtime on two threads): whole batches on either lane, at once,
+    results in the pairs' order, equal to one batch after the other; the first call's costs are
+    flagged on each lane's first batch, the load time once."""
+    pairs = [(media / "scene.jpg", media / "sound.wav"), (media / "scene.png", media / "short.ogg"),
+             (media / "scene.jpg", media / "stereo44k.flac")] * 4
+    seq = list(Localizer.open(tiny_export.directory, threads=2).localize_many(pairs, batch_size=5, workers=0))
+    loc = Localizer.open(tiny_export.directory, threads=2)
+    assert loc.split and loc.lanes == 2
+    lanes, real = [], Localizer.infer
+    monkeypatch.setattr(Localizer, "infer", lambda self, batch, lane=None: lanes.append(lane) or real(self, batch, lane))
+    got = list(loc.localize_many(pairs, batch_size=5, workers=2))
+    assert len(got) == len(seq) == 12 and len(lanes) == 3 and set(lanes) <= {0, 1}
+    assert [(r.image, r.audio) for r in got] == [(str(i), str(a)) for i, a in pairs]
+    assert all(np.array_equal(a.heatmap, b.heatmap) and a.bbox == b.bbox for a, b in zip(got, seq))
+    assert [bool(r.timings_ms.get("first_call")) for r in got] == [True] * 10 + [False] * 2
+    assert [("load" in r.timings_ms) for r in got] == [True] + [False] * 11
+    assert not any(r.timings_ms.get("first_call") for r in loc.localize_many(pairs[:4], batch_size=2))
+    loc.close()
+
+
+def _lane_threads() -> int:
+    import threading
+
+    return sum(t.name.startswith("sslrt-lane") for t in threading.enumerate())
+
+
+def test_a_failing_pair_on_a_lane_raises_and_a_stopped_run_ends(tiny_export, media, tmp_path):
+    from sslrt.errors import SslrtError
+
+    bad = tmp_path / "not_an_image.jpg"
+    bad.write_bytes(b"\xff\xd8 this is no JPEG")
+    good = (media / "scene.jpg", media / "sound.wav")
+    loc = Localizer.open(tiny_export.directory, threads=2)
+    assert loc.lanes == 2
+    with pytest.raises(SslrtError):
+        list(loc.localize_many([good] * 5 + [(bad, media / "sound.wav")] + [good] * 6, batch_size=2, workers=2))
+    assert _lane_threads() == 0
+    run = loc.localize_many([good] * 40, batch_size=2, workers=2)
+    assert next(run).image == str(good[0])
+    run.close()  # the consumer stops: nothing more starts, the lanes' threads end
+    assert _lane_threads() == 0
+    assert len(list(loc.localize_many([good] * 3, batch_size=2))) == 3  # and the Localizer still runs
+    loc.close()

@@ -80,6 +80,20 @@ class Engine(ABC):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Inference on one batch; every input named in `inputs` must be given."""
 
+    @property
+    def lanes(self) -> int:
+        """How many batches may run at once, from as many threads, each on a share of the cores
+        of its own (a throughput stream, a session of half the threads), as fast per pair as a
+        batch that run() splits across them. A pipeline with a stream of batches keeps that many
+        running (`run_lane`), so that no batch waits at the end of a call for its slowest part
+        (sslrt.runtime.pipeline.Localizer.localize_many)."""
+        return 1
+
+    def run_lane(self, feeds: dict[str, np.ndarray], lane: int) -> dict[str, np.ndarray]:
+        """Inference on one batch on lane `lane` (0 <= lane < lanes) alone; safe to call from
+        `lanes` threads at once, one per lane. An engine of one lane runs the batch as run() does."""
+        return self.run(feeds)
+
     def close(self) -> None:
         """Free what load() took; the engine may be loaded again."""
 

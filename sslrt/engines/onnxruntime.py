@@ -12,7 +12,10 @@ end (1024 px) 29.6-30.4 -> 28.6-29.3; fp32 engine only equal (68.4-69.0 vs 67.7-
 end 76.4-78.5 -> 73.9-78.3; the outputs bit-identical. Each intra-op parallel section of a run
 ends at a barrier where one thread waits for the other, and a preprocessing thread that takes a
 core from one of them stalls both; two one-thread runs have no barrier to stall at. Not measured
-on more cores (there, halves of cores // 2 threads each).
+on more cores (there, halves of cores // 2 threads each). The session of half the threads also
+serves two lanes (`run_lane`): `localize_many` runs whole batches on it from two threads, two
+batches at once, with no barrier at the end of every call (Localizer.localize_many has the
+measured gain); a lane runs its batch in pieces of at most half of it, the memory of a split batch.
 
 GPU providers:
 - availability is decided by loading: ONNX Runtime lists the providers compiled into the package
@@ -340,9 +343,8 @@ class OnnxRuntimeEngine(Engine):
         cores = self._threads or usable_cores()
         return cores // 2 if cores >= 2 else None
 
-    def _run_split(self, feeds: dict[str, np.ndarray], total: int, threads: int) -> dict[str, np.ndarray]:
-        """The batch's two halves at once: the second on the helper thread, the first on this one,
-        both on the session of `threads` threads (ONNX Runtime's run is thread-safe)."""
+    def _half_session(self, threads: int):
+        """(session of `threads` threads, its one helper thread), made on first use."""
         with self._halves_lock:
             if self._halves is None:
                 import onnxruntime as ort
@@ -350,7 +352,12 @@ class OnnxRuntimeEngine(Engine):
                 session = ort.InferenceSession(self.onnx_path, sess_options=self._session_options(threads),
                                                providers=["CPUExecutionProvider"])
                 self._halves = (session, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sslrt-ort-half"))
-            session, helper = self._halves
+            return self._halves
+
+    def _run_split(self, feeds: dict[str, np.ndarray], total: int, threads: int) -> dict[str, np.ndarray]:
+        """The batch's two halves at once: the second on the helper thread, the first on this one,
+        both on the session of `threads` threads (ONNX Runtime's run is thread-safe)."""
+        session, helper = self._half_session(threads)
         names = [o.name for o in session.get_outputs()]
         middle = (total + 1) // 2
         halves = [{k: np.ascontiguousarray(v[lo:hi], dtype=np.float32) for k, v in feeds.items()}
@@ -373,6 +380,29 @@ class OnnxRuntimeEngine(Engine):
             return self._run_once(feeds)
         pieces = [self._run_once({k: v[i:i + self.max_batch] for k, v in feeds.items()}) for i in range(0, total, self.max_batch)]
         return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+
+    @property
+    def lanes(self) -> int:
+        """Two where batches are split in halves (the CPU provider on two cores or more), else 1."""
+        if self._split_from is None:
+            return 1
+        self.load()
+        return 2 if self._half_threads() else 1
+
+    def run_lane(self, feeds: dict[str, np.ndarray], lane: int) -> dict[str, np.ndarray]:
+        """The whole batch on the session of half the threads, in this thread, in pieces of at most
+        a split batch's half (the same memory); any lane, as ONNX Runtime's run is thread-safe."""
+        self.load()
+        threads = self._half_threads() if self._split_from is not None else None
+        if not threads:
+            return self.run(feeds)
+        session, _ = self._half_session(threads)
+        names = [o.name for o in session.get_outputs()]
+        total = len(next(iter(feeds.values())))
+        piece = max(1, (total + 1) // 2)
+        pieces = [session.run(names, {k: np.ascontiguousarray(v[lo:lo + piece], dtype=np.float32) for k, v in feeds.items()})
+                  for lo in range(0, total, piece)]
+        return {name: np.concatenate([p[i] for p in pieces]) for i, name in enumerate(names)}
 
     def close(self) -> None:
         self._bound = {}

@@ -36,7 +36,15 @@ Properties, as measured on a 2-core AMD EPYC (benchmarks/openvino_modes.py):
   convolutions of a 14x14 map do not split well across threads). Handing out slices of 1 or 2
   pairs to whichever stream is free (an AsyncInferQueue), so that a stream slowed by the decoding
   threads takes fewer, measured no faster end to end (INT8, batch 8, 1024 px: 26.3-26.5 against
-  25.9-26.2 ms/pair; engine only 19.3-19.8 against 19.2-19.5).
+  25.9-26.2 ms/pair; engine only 19.3-19.8 against 19.2-19.5; again at 360 px: 23.80 against
+  23.81).
+- each stream is also a lane (`run_lane`): `localize_many` runs whole batches on one stream's
+  request each, two batches at once, with no barrier at the end of every call (see
+  Localizer.localize_many for the measured gain). Its stream threads are therefore not pinned
+  (ENABLE_CPU_PINNING false): the vision and the audio models each pin their stream 0 to the same
+  core, and two lanes running the two models at once shared that core while the other idled
+  (e2e INT8 batch 8: 28.6 against 26.6 ms/pair pinned, at 1024 px). For split batches pinning
+  measured equal (24.7 against 24.9 ms/pair end to end, INT8, 360 px).
 Both compiled models have a dynamic batch axis (a static batch of one measured no faster: 68.7 vs
 68.8 ms fp32, 20.4 vs 20.5 ms INT8); each is compiled on first use and kept.
 `threads` sets INFERENCE_NUM_THREADS (and caps the streams). No torch, and openvino is imported
@@ -44,6 +52,7 @@ only when an engine loads or the probe looks for it.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import threading
@@ -88,6 +97,9 @@ def compile_properties(hint: str, threads: int | None = None, streams: int | Non
     if hint == THROUGHPUT:
         cores = threads or os.cpu_count() or 1
         props["NUM_STREAMS"] = int(streams or max(1, min(cores, 2)))
+        # Stream threads free to move: each compiled model pins its stream i to the same cores, so
+        # lanes running the vision and the audio model at once would share those cores (run_lane)
+        props["ENABLE_CPU_PINNING"] = False
     return props
 
 
@@ -110,6 +122,7 @@ class OpenVinoEngine(Engine):
         self._requests: dict[str, list] = {}  # hint -> its infer requests
         self._outputs: list[str] = []
         self._lock = threading.Lock()
+        self._lane_locks: list = []  # per throughput request, made with it
 
     def load(self) -> None:
         if self._model is not None:
@@ -136,6 +149,8 @@ class OpenVinoEngine(Engine):
                 raise SslrtError(f"OpenVINO cannot compile {self.model_path}: {first_line(exc)[:200]}") from None
             n = 1 if hint == LATENCY else int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             self._requests[hint] = [compiled.create_infer_request() for _ in range(max(1, n))]
+            if hint == THROUGHPUT:  # one per stream's request: a lane runs on it alone (run_lane)
+                self._lane_locks = [threading.Lock() for _ in self._requests[hint]]
             self._compiled[hint] = compiled
         return self._compiled[hint]
 
@@ -185,13 +200,45 @@ class OpenVinoEngine(Engine):
         self.load()
         feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
         batch = len(next(iter(feeds.values())))
-        with self._lock:  # the requests are the engine's state: one call at a time
+        with self._lock:  # the latency request and the split runs: one call at a time
             if self._split_from is not None and batch >= self._split_from:
                 self._compile(THROUGHPUT)
-                return self._run_split(self._requests[THROUGHPUT], feeds, batch)
+                with contextlib.ExitStack() as held:  # every stream's request, none running a lane
+                    for lock in self._lane_locks:
+                        held.enter_context(lock)
+                    return self._run_split(self._requests[THROUGHPUT], feeds, batch)
             request = self._requests[LATENCY][0]  # batches below split_from (all where nothing is split)
             request.infer(feeds, share_inputs=True)
             return {name: request.get_tensor(name).data.copy() for name in self._outputs}
+
+    @property
+    def lanes(self) -> int:
+        """The throughput streams, where batches are split across them (else 1)."""
+        if self._split_from is None:
+            return 1
+        return int(compile_properties(THROUGHPUT, self._threads, self._streams)["NUM_STREAMS"])
+
+    def run_lane(self, feeds: dict[str, np.ndarray], lane: int) -> dict[str, np.ndarray]:
+        """The whole batch on the request of one throughput stream, in rounds of at most
+        PAIRS_PER_REQUEST pairs (the memory of a split batch's slices)."""
+        if self._split_from is None:
+            return self.run(feeds)
+        self.load()
+        feeds = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()}
+        batch = len(next(iter(feeds.values())))
+        with self._lock:
+            self._compile(THROUGHPUT)
+            requests, locks = self._requests[THROUGHPUT], self._lane_locks
+        lane = lane % len(requests)
+        with locks[lane]:
+            request = requests[lane]
+            bounds = np.linspace(0, batch, -(-batch // PAIRS_PER_REQUEST) + 1).round().astype(int)
+            parts: dict[str, list] = {name: [] for name in self._outputs}
+            for lo, hi in zip(bounds, bounds[1:]):
+                request.infer({k: v[lo:hi] for k, v in feeds.items()}, share_inputs=True)
+                for name in self._outputs:  # copied: the next round writes into the same output tensors
+                    parts[name].append(request.get_tensor(name).data.copy())
+        return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
     def _run_split(self, requests: list, feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
         """Contiguous slices of the batch, one per stream, run concurrently, in rounds of at most
@@ -214,7 +261,9 @@ class OpenVinoEngine(Engine):
         return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, contextlib.ExitStack() as held:  # after the lanes running now
+            for lock in self._lane_locks:
+                held.enter_context(lock)
             self._requests.clear()
             self._compiled.clear()
             self._model = None
