@@ -232,6 +232,9 @@ def test_lanes_give_the_sequential_results_in_order(tiny_export, media, monkeypa
     assert [bool(r.timings_ms.get("first_call")) for r in got] == [True] * 10 + [False] * 2
     assert [("load" in r.timings_ms) for r in got] == [True] + [False] * 11
     assert not any(r.timings_ms.get("first_call") for r in loc.localize_many(pairs[:4], batch_size=2))
+    lanes.clear()
+    list(loc.localize_many(pairs[:5], batch_size=5))  # one batch: nothing to run beside it, no lane
+    assert lanes == [None]
     loc.close()
 
 

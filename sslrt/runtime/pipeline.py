@@ -569,7 +569,9 @@ class Localizer:
                 workers = prepare_workers(device, cores, processes)
         offload = self._process_offload(workers) if processes and workers > 0 else None
         lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
-        lanes = self.lanes if workers > 0 else 1
+        # one batch has nothing to run beside it (and a lane may open a session of its own)
+        one_batch = isinstance(pairs, Sized) and len(pairs) <= batch_size
+        lanes = self.lanes if workers > 0 and not one_batch else 1
         # about the pairs in flight
         in_flight = InFlight(capacity=max(8, batch_size * (lookahead + 1 + (lanes if lanes > 1 else 0))))
         prepare = lambda pair: self.prepare(pair[0], pair[1], in_flight, offload)  # noqa: E731
