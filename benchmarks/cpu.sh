@@ -16,7 +16,9 @@
 #    (meaningful heatmaps) and the full-width random model -> benchmarks/cpu/int8_accuracy_*.{md,json};
 # 6. cold start of `sslrt run` on one pair against importing numpy, cv2 and onnxruntime
 #    -> benchmarks/cpu/cold_start.{md,json};
-# 7. scaling: ms/pair and peak memory for batch 1..64, and 1 image x N sounds -> benchmarks/cpu/scaling.{md,json}.
+# 7. scaling: ms/pair and peak memory for batch 1..64, and 1 image x N sounds -> benchmarks/cpu/scaling.{md,json};
+# 8. end to end with lanes against split batches, interleaved (the basis of localize_many's lanes)
+#    -> benchmarks/cpu/lanes_ab.{md,json}.
 # Run it on a quiet machine (`uptime` load well below the core count): the speed-ups are ratios
 # within one run, but other load adds noise. SKIP="scaling e2e_360" skips steps by name.
 set -euo pipefail
@@ -52,4 +54,5 @@ if [[ $skip != *" int8_accuracy "* ]]; then
 fi
 [[ $skip == *" cold_start "* ]] || $PY benchmarks/cold_start.py --out "$out/cold_start"
 [[ $skip == *" scaling "* ]] || $PY benchmarks/scaling.py --model "$work/full64" --backends "$backends" --out "$out/scaling"
+[[ $skip == *" lanes "* ]] || $PY benchmarks/lanes_ab.py --model "$work/full64" --backends "$backends" --out "$out/lanes_ab"
 echo "cpu.sh: reports in $out (load at the end: $(uptime | sed 's/.*load average: //'))" >&2

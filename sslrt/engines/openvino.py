@@ -45,7 +45,8 @@ Properties, as measured on a 2-core AMD EPYC (benchmarks/openvino_modes.py):
   core, and two lanes running the two models at once shared that core while the other idled
   (e2e INT8 batch 8: 28.6 against 26.6 ms/pair pinned, at 1024 px). For split batches pinning
   measured about equal: end to end 24.7 against 24.9 ms/pair (INT8, 360 px); engine only, batch 8,
-  interleaved: INT8 19.05 against 18.90 (6 rounds) and 19.65 against 19.31, fp32 55.5 against 55.1.
+  interleaved (benchmarks/openvino_pinning.py), unpinned against pinned: INT8 19.05 vs 18.90, 19.65
+  vs 19.31 and 19.21 vs 19.36 ms/pair in three runs, fp32 55.5 vs 55.1.
 Both compiled models have a dynamic batch axis (a static batch of one measured no faster: 68.7 vs
 68.8 ms fp32, 20.4 vs 20.5 ms INT8); each is compiled on first use and kept.
 `threads` sets INFERENCE_NUM_THREADS (and caps the streams). No torch, and openvino is imported

@@ -544,11 +544,12 @@ class Localizer:
         split batch ends when its slowest part does, and while a preparation thread holds a core
         the other lane's core waits at that barrier (measured on two cores: 60-150 ms of one core
         per 64-pair pass at 360 px, INT8, ~5% of its time). End to end at batch 8, full width,
-        interleaved A/B against the split batches (e2e / inference alone, 64 pairs a pass):
-        ONNX Runtime INT8 1024 px 0.79-0.82 -> 0.84, 360 px 0.875 -> 0.91; OpenVINO INT8 360 px
-        0.84 -> 0.865-0.88, 1024 px 0.78 -> 0.78-0.80 (its CPU bound there: 0.82); fp32 1024 px
-        0.90 -> 0.94 (OpenVINO), 0.92 -> 0.94 (ONNX Runtime); heatmaps bit-identical. A result's
-        "inference" time is then its batch's on one lane (about twice the split batch's).
+        against split batches in the same process, interleaved (benchmarks/cpu/lanes_ab.md):
+        1.01-1.04x pairs/s in all eight rows (two backends, INT8 and fp32, 1024 and 360 px); e2e /
+        inference alone, INT8 1024 px: ONNX Runtime 80.6% -> 83.7%, OpenVINO 78.3% -> 79.0% (its
+        CPU bound there ~83%); 360 px: 89.2% -> 91.0% and 86.3% -> 88.3%. Heatmaps bit-identical.
+        A result's "inference" time is then its batch's on one lane (about twice the split
+        batch's). One batch (a sized input of at most `batch_size` pairs) runs split, as before.
 
         Where the engine keeps every core busy (the CPU backends at batch 8), preparation cannot
         hide behind inference: a preparation thread that takes a core from one of the engine's
