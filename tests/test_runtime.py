@@ -234,7 +234,8 @@ def test_lanes_give_the_sequential_results_in_order(tiny_export, media, monkeypa
     assert not any(r.timings_ms.get("first_call") for r in loc.localize_many(pairs[:4], batch_size=2))
     lanes.clear()
     list(loc.localize_many(pairs[:5], batch_size=5))  # one batch: nothing to run beside it, no lane
-    assert lanes == [None]
+    list(loc.localize_many(iter(pairs[:5]), batch_size=5))  # also when the input has no length
+    assert lanes == [None, None]
     loc.close()
 
 
@@ -261,3 +262,21 @@ def test_a_failing_pair_on_a_lane_raises_and_a_stopped_run_ends(tiny_export, med
     assert _lane_threads() == 0
     assert len(list(loc.localize_many([good] * 3, batch_size=2))) == 3  # and the Localizer still runs
     loc.close()
+
+
+def test_close_stops_the_lanes_of_a_suspended_run(tiny_export, media):
+    """A consumer that raised while holding the generator leaves its lanes running the engines;
+    close() stops them first, so that no lane loads a closed engine again."""
+    import time
+
+    good = (media / "scene.jpg", media / "sound.wav")
+    loc = Localizer.open(tiny_export.directory, threads=2)
+    run = loc.localize_many([good] * 40, batch_size=2, workers=2)
+    next(run)  # lanes now run the next batches while the generator waits
+    loc.close()
+    assert _lane_threads() == 0
+    time.sleep(0.3)
+    assert all(engine._session is None and engine._halves is None for engine in loc.engines.values())
+    with pytest.raises(Exception):  # what was left of the run fails: its Localizer is closed
+        list(run)
+    assert all(engine._session is None for engine in loc.engines.values())

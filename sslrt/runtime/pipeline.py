@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import queue
 import threading
@@ -364,6 +365,8 @@ class Localizer:
         self.load_ms: float | None = None  # set by open(): resolving the model and opening its engines
         self._first_call = True
         self._offloads: dict = {}  # worker processes of localize_many(processes=True) by count, kept between calls
+        self._lane_runs: set = set()  # (stop event, lane pool) of each localize_many running on lanes
+        self._lanes_lock = threading.Lock()
         self.image_cache = EmbeddingCache(cache_size) if self.split else None
         self.audio_cache = EmbeddingCache(cache_size) if self.split else None
 
@@ -570,18 +573,21 @@ class Localizer:
                 workers = prepare_workers(device, cores, processes)
         offload = self._process_offload(workers) if processes and workers > 0 else None
         lookahead = 2  # batches in flight beyond the one running: bounds memory on long runs
-        # one batch has nothing to run beside it (and a lane may open a session of its own)
-        one_batch = isinstance(pairs, Sized) and len(pairs) <= batch_size
-        lanes = self.lanes if workers > 0 and not one_batch else 1
+        batches = _batches(pairs, batch_size)
+        lanes = self.lanes if workers > 0 else 1
+        if lanes > 1:  # one batch has nothing to run beside it (and a lane may open a session of its own)
+            head = list(itertools.islice(batches, 2))
+            batches = itertools.chain(head, batches)
+            lanes = lanes if len(head) > 1 else 1
         # about the pairs in flight
         in_flight = InFlight(capacity=max(8, batch_size * (lookahead + 1 + (lanes if lanes > 1 else 0))))
         prepare = lambda pair: self.prepare(pair[0], pair[1], in_flight, offload)  # noqa: E731
         if workers <= 0:
-            for batch in _batches(pairs, batch_size):
+            for batch in batches:
                 yield from self.run_prepared([prepare(pair) for pair in batch], keep_embeddings)
             return
         if lanes > 1:
-            yield from self._localize_in_lanes(pairs, batch_size, prepare, workers, lanes, lookahead, keep_embeddings)
+            yield from self._localize_in_lanes(batches, prepare, workers, lanes, lookahead, keep_embeddings)
             return
         # Two pools: preparation (`workers` threads, up to `lookahead` batches ahead) and finishing
         # (one thread: heatmaps -> results of batch k while the engine runs batch k+1; a queue of
@@ -597,7 +603,7 @@ class Localizer:
                 done, finishing = finishing, finisher.submit(self._finish, batch, inferred, keep_embeddings)
                 return done.result() if done is not None else []
 
-            for batch in _batches(pairs, batch_size):
+            for batch in batches:
                 pending.append([pool.submit(prepare, pair) for pair in batch])
                 if len(pending) > lookahead:
                     yield from run(pending.popleft())
@@ -606,13 +612,18 @@ class Localizer:
             if finishing is not None:
                 yield from finishing.result()
 
-    def _localize_in_lanes(self, pairs, batch_size: int, prepare, workers: int, lanes: int, lookahead: int,
+    def _localize_in_lanes(self, batches: Iterator[list], prepare, workers: int, lanes: int, lookahead: int,
                            keep_embeddings: bool) -> Iterator[Localization]:
         """localize_many on an engine of several lanes: each batch runs whole on one lane and is
         finished (results) in that lane's thread, `lanes` batches at once and one more queued for
         the first lane to come free; results in order. A batch split across the lanes ends when
         its slowest part does, and a preparation thread that took a core from that part left the
-        other lane idle meanwhile; lanes wait for nobody."""
+        other lane idle meanwhile; lanes wait for nobody.
+
+        The lanes run the engines while this generator waits at a `yield`: close() stops them (the
+        batches not yet on a lane are dropped, those running end) before it closes the engines,
+        which a lane would otherwise load again."""
+        stop = threading.Event()
         free = queue.SimpleQueue()
         for lane in range(lanes):
             free.put(lane)
@@ -621,6 +632,8 @@ class Localizer:
 
         def run_on_a_lane(prepared_futures):
             batch = [f.result() for f in prepared_futures]
+            if stop.is_set():
+                raise SslrtError("the Localizer was closed while its batches ran")
             lane = free.get()
             try:
                 inferred = self.infer(batch, lane)
@@ -630,6 +643,9 @@ class Localizer:
 
         with ThreadPoolExecutor(max_workers=workers) as pool, \
                 ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="sslrt-lane") as lane_pool:
+            run = (stop, lane_pool)
+            with self._lanes_lock:
+                self._lane_runs.add(run)
             pending: deque = deque()  # prepared futures of batches not yet handed to a lane
             running: deque = deque()  # futures of the batches' results, in order
             done = 0
@@ -644,7 +660,7 @@ class Localizer:
                     yield from results
 
             try:
-                for batch in _batches(pairs, batch_size):
+                for batch in batches:
                     pending.append([pool.submit(prepare, pair) for pair in batch])
                     if len(pending) > lookahead:
                         running.append(lane_pool.submit(run_on_a_lane, pending.popleft()))
@@ -659,8 +675,17 @@ class Localizer:
                 for futures in pending:
                     for future in futures:
                         future.cancel()
+                with self._lanes_lock:
+                    self._lane_runs.discard(run)
 
     def close(self) -> None:
+        # first the lanes of a localize_many that was left suspended (its consumer raised or
+        # stopped without closing it): they must not run, or load, an engine closed below
+        with self._lanes_lock:
+            runs, self._lane_runs = list(self._lane_runs), set()
+        for stop, lane_pool in runs:
+            stop.set()
+            lane_pool.shutdown(wait=True, cancel_futures=True)
         offloads, self._offloads = self._offloads, {}
         for offload in offloads.values():
             offload.close()
