@@ -28,14 +28,18 @@ def atomic_path(final_path: str, suffix: str = ""):
     """Yield a temporary path in the same folder; on success it replaces `final_path` in one rename."""
     folder = os.path.dirname(os.path.abspath(final_path)) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(final_path)}.", suffix=f".tmp{suffix}", dir=folder)
-    os.close(fd)
+    tmp = None
     try:
+        # A signal between the file's creation and `tmp` naming it would leave the file behind
+        # (its handler raises wherever the main thread is): held back until `tmp` is set.
+        with deferred_signals():
+            fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(final_path)}.", suffix=f".tmp{suffix}", dir=folder)
+            os.close(fd)
         yield tmp
         make_public(tmp)
         os.replace(tmp, final_path)
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -109,8 +113,10 @@ def staging_dir(final_dir: str):
     parent = os.path.dirname(final_dir)
     os.makedirs(parent, exist_ok=True)
     remove_stale_staging(final_dir)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.{os.getpid()}.", suffix=".tmp", dir=parent)
+    tmp = None
     try:
+        with deferred_signals():  # as in atomic_path: the folder and `tmp` come into being together
+            tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final_dir)}.{os.getpid()}.", suffix=".tmp", dir=parent)
         yield tmp
         # mkdtemp/mkstemp make private files; an export is meant to be shared like any other output.
         make_public(tmp)
@@ -126,7 +132,8 @@ def staging_dir(final_dir: str):
         for name in names:
             os.replace(os.path.join(tmp, name), os.path.join(final_dir, name))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager
