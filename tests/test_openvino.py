@@ -140,10 +140,6 @@ class _FakeRequest:
     def wait(self):
         self.busy = False
 
-    def infer(self, feeds, share_inputs=True):
-        self.start_async(feeds, share_inputs)
-        self.wait()
-
     def get_tensor(self, name):
         return type("Tensor", (), {"data": self.out})()
 

@@ -208,6 +208,14 @@ def providers_for(backend: str, precision: str = "fp32", inputs: list | None = N
 SPLIT_FROM = 2
 
 
+def _halves(feeds: dict[str, np.ndarray], total: int) -> list[dict[str, np.ndarray]]:
+    """The batch's first half (the larger where `total` is odd) and second half, contiguous
+    float32; one part for a batch of one."""
+    middle = (total + 1) // 2
+    return [{k: np.ascontiguousarray(v[lo:hi], dtype=np.float32) for k, v in feeds.items()}
+            for lo, hi in ((0, middle), (middle, total)) if hi > lo]
+
+
 def _provider_name(p) -> str:
     return p[0] if isinstance(p, tuple) else p
 
@@ -336,9 +344,9 @@ class OnnxRuntimeEngine(Engine):
         return dict(zip(names, values))
 
     def _half_threads(self) -> int | None:
-        """Threads of each half of a split batch; None where batches are not split (a GPU
-        provider, one thread or core)."""
-        if self._io_binding or self.device != "cpu" or self.max_batch:
+        """Threads of each half of a split batch; None where batches are not split (split_from
+        None, a GPU provider, one thread or core)."""
+        if self._split_from is None or self._io_binding or self.device != "cpu" or self.max_batch:
             return None
         cores = self._threads or usable_cores()
         return cores // 2 if cores >= 2 else None
@@ -359,9 +367,7 @@ class OnnxRuntimeEngine(Engine):
         both on the session of `threads` threads (ONNX Runtime's run is thread-safe)."""
         session, helper = self._half_session(threads)
         names = [o.name for o in session.get_outputs()]
-        middle = (total + 1) // 2
-        halves = [{k: np.ascontiguousarray(v[lo:hi], dtype=np.float32) for k, v in feeds.items()}
-                  for lo, hi in ((0, middle), (middle, total))]
+        halves = _halves(feeds, total)
         second = helper.submit(session.run, names, halves[1])
         try:
             first = session.run(names, halves[0])
@@ -384,8 +390,6 @@ class OnnxRuntimeEngine(Engine):
     @property
     def lanes(self) -> int:
         """Two where batches are split in halves (the CPU provider on two cores or more), else 1."""
-        if self._split_from is None:
-            return 1
         self.load()
         return 2 if self._half_threads() else 1
 
@@ -393,15 +397,12 @@ class OnnxRuntimeEngine(Engine):
         """The whole batch on the session of half the threads, in this thread, in pieces of at most
         a split batch's half (the same memory); any lane, as ONNX Runtime's run is thread-safe."""
         self.load()
-        threads = self._half_threads() if self._split_from is not None else None
+        threads = self._half_threads()
         if not threads:
             return self.run(feeds)
         session, _ = self._half_session(threads)
         names = [o.name for o in session.get_outputs()]
-        total = len(next(iter(feeds.values())))
-        piece = max(1, (total + 1) // 2)
-        pieces = [session.run(names, {k: np.ascontiguousarray(v[lo:lo + piece], dtype=np.float32) for k, v in feeds.items()})
-                  for lo in range(0, total, piece)]
+        pieces = [session.run(names, half) for half in _halves(feeds, len(next(iter(feeds.values()))))]
         return {name: np.concatenate([p[i] for p in pieces]) for i, name in enumerate(names)}
 
     def close(self) -> None:

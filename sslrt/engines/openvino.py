@@ -232,15 +232,8 @@ class OpenVinoEngine(Engine):
             self._compile(THROUGHPUT)
             requests, locks = self._requests[THROUGHPUT], self._lane_locks
         lane = lane % len(requests)
-        with locks[lane]:
-            request = requests[lane]
-            bounds = np.linspace(0, batch, -(-batch // PAIRS_PER_REQUEST) + 1).round().astype(int)
-            parts: dict[str, list] = {name: [] for name in self._outputs}
-            for lo, hi in zip(bounds, bounds[1:]):
-                request.infer({k: v[lo:hi] for k, v in feeds.items()}, share_inputs=True)
-                for name in self._outputs:  # copied: the next round writes into the same output tensors
-                    parts[name].append(request.get_tensor(name).data.copy())
-        return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+        with locks[lane]:  # a split across this one stream: its rounds, one after the other
+            return self._run_split(requests[lane:lane + 1], feeds, batch)
 
     def _run_split(self, requests: list, feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
         """Contiguous slices of the batch, one per stream, run concurrently, in rounds of at most
